@@ -1,0 +1,937 @@
+"""Declaration features: reference tables learned at fit, applied unchanged at transform.
+
+Every feature is a number where the training population's typical value means "nothing
+unusual": robust z-scores of physical and value ratios against the commodity's own
+reference, surprisal (-log probability) of categorical pairs, shares of declared
+composition or description that do not belong to the heading, and trader history.
+
+References back off along the HS hierarchy (full code -> 6 -> 4 -> 2 digits -> all):
+a code with fewer than ``min_rows`` training rows borrows its parent's reference, so a
+rare code is still compared with something sensible. Categories never seen in training
+are information (high surprisal, zero history), never an error. Labels are never read.
+
+All work is vectorized: categorical values are turned into integer codes once (on the
+unique values), pairs become int64 keys, and lookups are ``searchsorted`` on sorted
+key arrays. The fitted state is plain numpy arrays (``to_state``) so that the model
+artifact stays a data-only file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .errors import NotFittedError, SchemaError
+
+__all__ = ["DeclarationFeatures", "FEATURES", "FeatureSpec"]
+
+LEVELS = ("hs", "hs6", "hs4", "hs2")
+_LEVEL_LEN = {"hs6": 6, "hs4": 4, "hs2": 2}
+RARE_EARTHS = ("La", "Ce", "Pr", "Nd", "Pm", "Sm", "Eu", "Gd", "Tb", "Dy", "Ho", "Er", "Tm",
+               "Yb", "Lu", "Sc", "Y")
+# A component counts as rare earth when its formula starts with the element symbol and the
+# symbol is not the prefix of a longer one (Y vs Yb, Ce vs ... no clash; Sc vs S is fine).
+_RE_PATTERN = re.compile(r"^(?:" + "|".join(sorted(RARE_EARTHS, key=len, reverse=True))
+                         + r")(?![a-z])")
+_TOKEN = re.compile(r"[a-z]{3,}")
+_SMALL_MODES = ("post", "courier")
+_MAD_TO_SD = 1.4826
+# Log-ratios such as kg per kg are exactly constant for some codes; a floor on the scale
+# keeps a 2% difference from becoming an infinite z-score.
+_MIN_LOG_SCALE = 0.02
+_Z_CLIP = 50.0
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    family: str
+    needs: tuple[str, ...]   # optional input columns this feature cannot do without
+    kind: str                # "z" (signed robust z), "surprisal", "share", "history", "flag"
+    meaning: str
+
+
+FEATURES: tuple[FeatureSpec, ...] = (
+    FeatureSpec("mass_per_unit_z", "weight", ("quantity", "unit"), "z",
+                "net mass per supplementary unit against the commodity's reference"),
+    FeatureSpec("mass_per_package_z", "weight", ("packages", "package_type"), "z",
+                "net mass per package against the reference for this commodity and package"),
+    FeatureSpec("tare_per_package_z", "weight", ("gross_mass_kg", "packages"), "z",
+                "packaging mass (gross - net) per package against the reference for this "
+                "commodity and package type"),
+    FeatureSpec("measured_mass_z", "weight", ("measured_mass_kg",), "z",
+                "mass weighed at the border against the declared mass"),
+    FeatureSpec("value_per_kg_z", "value", (), "z",
+                "customs value per kg against the commodity's reference"),
+    FeatureSpec("value_per_unit_z", "value", ("quantity", "unit"), "z",
+                "customs value per supplementary unit against the commodity's reference"),
+    FeatureSpec("composition_foreign", "composition", ("composition",), "share",
+                "share of the declared composition made of components foreign to the heading"),
+    FeatureSpec("rare_earth_excess", "composition", ("composition",), "share",
+                "rare-earth share of the declared composition beyond the heading's usual"),
+    FeatureSpec("composition_surprise", "composition", ("composition",), "surprisal",
+                "composition declared where not customary, or missing where customary"),
+    FeatureSpec("description_foreign", "composition", ("description",), "share",
+                "share of description words never used for the heading"),
+    FeatureSpec("origin_rarity", "route", (), "surprisal",
+                "how rare this origin is for the commodity"),
+    FeatureSpec("origin_dispatch_rarity", "route", ("dispatch_country",), "surprisal",
+                "how rare this dispatch country is for this origin"),
+    FeatureSpec("origin_differs", "route", ("dispatch_country",), "flag",
+                "origin differs from the country of dispatch"),
+    FeatureSpec("exporter_origin_rarity", "route", ("exporter_id",), "surprisal",
+                "how rare this origin is in the exporter's history"),
+    FeatureSpec("exporter_commodity_rarity", "route", ("exporter_id",), "surprisal",
+                "how rare this commodity (4-digit heading) is in the exporter's history"),
+    FeatureSpec("mode_rarity", "route", ("transport_mode",), "surprisal",
+                "how rare this transport mode is for the commodity"),
+    FeatureSpec("package_rarity", "route", ("package_type",), "surprisal",
+                "how rare this package type is for the commodity"),
+    FeatureSpec("unit_rarity", "route", ("unit",), "surprisal",
+                "how rare this supplementary unit is for the commodity"),
+    FeatureSpec("exporter_history", "traders", ("exporter_id",), "history",
+                "novelty of the exporter: 1 / (1 + its declarations seen in training)"),
+    FeatureSpec("importer_history", "traders", ("importer_id",), "history",
+                "novelty of the importer: 1 / (1 + its declarations seen in training)"),
+    FeatureSpec("parcel_burst", "traders", ("exporter_id", "date", "transport_mode"), "z",
+                "post/courier items from this sender that day against its usual daily count"),
+    FeatureSpec("value_vs_history_z", "traders", ("exporter_id",), "z",
+                "value per kg against this exporter's own prices for this commodity"),
+    FeatureSpec("strongest_deviation", "summary", (), "derived",
+                "the largest of this declaration's mass and value deviations"),
+    FeatureSpec("strongest_mass_deviation", "summary", (), "derived",
+                "the largest of this declaration's mass deviations"),
+    FeatureSpec("strongest_value_deviation", "summary", (), "derived",
+                "the largest of this declaration's value deviations"),
+)
+# The forest cuts one feature at a time, so a declaration that is wildly off on a single
+# ratio (a 90% undervaluation) is isolated less readily than one mildly off on several.
+# Summary columns give such single strong deviations their own axes, one for mass and
+# one for value, so that both kinds of lie are cut often.
+_DERIVED_FROM = {
+    "strongest_mass_deviation": ("mass_per_unit_z", "mass_per_package_z", "tare_per_package_z",
+                                 "measured_mass_z"),
+    "strongest_value_deviation": ("value_per_kg_z", "value_per_unit_z", "value_vs_history_z"),
+}
+_DERIVED_FROM["strongest_deviation"] = (_DERIVED_FROM["strongest_mass_deviation"]
+                                        + _DERIVED_FROM["strongest_value_deviation"])
+_HISTORY_MIN_ROWS = 5
+_HISTORY_MIN_SCALE = 0.05
+_SPEC = {f.name: f for f in FEATURES}
+
+
+# --- small lookup structures (plain arrays, so that they serialise as data) -----------------
+
+def _missing(v) -> bool:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return True
+    if isinstance(v, float) and v != v:
+        return True
+    return isinstance(v, str) and not v.strip()
+
+
+def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes into the unique non-missing values (-1 when missing), and those values.
+
+    Work on unique values is what makes the string features fast: descriptions, codes
+    and trader ids repeat. A single declaration takes a pandas-free path, because a
+    service scoring one row at a time cannot afford pandas' per-call overhead.
+    """
+    if len(values) <= 1:
+        if len(values) == 0 or _missing(values[0]):
+            return np.full(len(values), -1, np.int64), np.array([], dtype=str)
+        return np.zeros(1, np.int64), np.array([str(values[0]).strip()])
+    s = pd.Series(values, dtype="str").str.strip()
+    s = s.mask(s.str.len() == 0)
+    codes, uniq = pd.factorize(s)
+    return codes.astype(np.int64), np.asarray(uniq, dtype=str)
+
+
+def _vocab(values: np.ndarray) -> np.ndarray:
+    return np.sort(np.unique(_factorize(values)[1]))
+
+
+def _encode(vocab: np.ndarray, uniq: np.ndarray) -> np.ndarray:
+    """Position of each value in the sorted vocabulary; -1 when never seen."""
+    if len(vocab) == 0 or len(uniq) == 0:
+        return np.full(len(uniq), -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(vocab, uniq), len(vocab) - 1)
+    return np.where(vocab[pos] == uniq, pos, -1).astype(np.int64)
+
+
+def _codes(vocab: np.ndarray, values: np.ndarray) -> np.ndarray:
+    codes, uniq = _factorize(values)
+    enc = _encode(vocab, uniq)
+    return np.where(codes >= 0, enc[np.maximum(codes, 0)] if len(enc) else -1, -1)
+
+
+def _pair(a: np.ndarray, b: np.ndarray, nb: int) -> np.ndarray:
+    """int64 key of a pair of codes; -1 when either side is unseen or missing."""
+    return np.where((a >= 0) & (b >= 0), a * (nb + 1) + b, -1)
+
+
+def _count_table(keys: np.ndarray, weights: np.ndarray | None = None):
+    ok = keys >= 0
+    if weights is None:
+        uniq, counts = np.unique(keys[ok], return_counts=True)
+        return uniq.astype(np.int64), counts.astype(np.int64)
+    uniq, inv = np.unique(keys[ok], return_inverse=True)
+    return uniq.astype(np.int64), np.bincount(inv, weights[ok]).astype(np.int64)
+
+
+def _lookup(table_keys: np.ndarray, table_vals: np.ndarray, keys: np.ndarray, default):
+    if len(table_keys) == 0:
+        return np.full(len(keys), default)
+    pos = np.minimum(np.searchsorted(table_keys, keys), len(table_keys) - 1)
+    hit = (table_keys[pos] == keys) & (keys >= 0)
+    return np.where(hit, table_vals[pos], default)
+
+
+def _robust_stats(keys: np.ndarray, x: np.ndarray):
+    """Per key: row count, median and robust scale (MAD as a standard deviation)."""
+    ok = (keys >= 0) & np.isfinite(x)
+    if not ok.any():
+        e = np.array([], dtype=np.int64)
+        return e, e, np.array([]), np.array([])
+    df = pd.DataFrame({"k": keys[ok], "x": x[ok]})
+    g = df.groupby("k", sort=True)["x"]
+    med = g.median()
+    dev = (df["x"] - df["k"].map(med)).abs()
+    mad = dev.groupby(df["k"], sort=True).median()
+    scale = np.maximum(mad.to_numpy() * _MAD_TO_SD, _MIN_LOG_SCALE)
+    return (med.index.to_numpy(np.int64), g.size().to_numpy(np.int64), med.to_numpy(float),
+            scale)
+
+
+def _log_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.log(a / b)
+    return np.where(np.isfinite(r), r, np.nan)
+
+
+def _parse_composition(text: str) -> list[tuple[str, float]]:
+    """'SiO2:68;Al2O3:20' -> [('SiO2', 68.0), ('Al2O3', 20.0)]; malformed parts dropped."""
+    out = []
+    for part in text.split(";"):
+        name, sep, pct = part.partition(":")
+        name = name.strip()
+        if not sep or not name:
+            continue
+        try:
+            v = float(pct.strip().rstrip("%"))
+        except ValueError:
+            continue
+        if v >= 0 and v == v and v != float("inf"):
+            out.append((name, v))
+    return out
+
+
+def _explode(uniq: np.ndarray, split) -> tuple[np.ndarray, list]:
+    """Apply ``split`` to each unique string: (owner index per item, items)."""
+    owner: list[int] = []
+    items: list = []
+    for i, text in enumerate(uniq.tolist()):
+        got = split(text)
+        owner.extend([i] * len(got))
+        items.extend(got)
+    return np.asarray(owner, dtype=np.int64), items
+
+
+def _tokens(text: str) -> list[str]:
+    return sorted(set(_TOKEN.findall(text.lower())))
+
+
+def _days(values: np.ndarray) -> np.ndarray:
+    """Dates as int64 days since 1970 (-1 when missing or unparseable)."""
+    if np.issubdtype(getattr(values, "dtype", np.dtype(object)), np.datetime64):
+        d = values.astype("datetime64[D]")
+        return np.where(np.isnat(d), -1, d.astype(np.int64))
+    codes, uniq = _factorize(values)
+    if len(uniq) == 0:
+        return np.full(len(values), -1, np.int64)
+    parsed = np.full(len(uniq), -1, np.int64)
+    for i, t in enumerate(uniq.tolist()):
+        try:
+            parsed[i] = np.datetime64(t[:10], "D").astype(np.int64)
+        except ValueError:
+            pass
+    return np.where(codes >= 0, parsed[np.maximum(codes, 0)], -1)
+
+
+# --- the transformer -------------------------------------------------------------------------
+
+_CATS = ("origin_country", "dispatch_country", "exporter_id", "importer_id", "transport_mode",
+         "package_type", "unit")
+_NUMS = ("net_mass_kg", "gross_mass_kg", "quantity", "packages", "customs_value",
+         "measured_mass_kg")
+_RATIOS = ("mass_per_unit", "mass_per_package", "tare_per_package", "measured_mass",
+           "value_per_kg", "value_per_unit")
+# Some references are per (commodity, unit) or per (commodity, package type): kg per m2 and
+# kg per litre are different quantities, and a drum weighs more than a carton.
+_SUBKEY = {"mass_per_unit": "unit", "value_per_unit": "unit", "tare_per_package": "package_type",
+           "mass_per_package": "package_type"}
+
+
+class DeclarationFeatures:
+    """Learns commodity, route and trader references; turns declarations into features.
+
+    Parameters
+    ----------
+    min_rows : int
+        A reference (a code's median, a category's frequency) is used only when it was
+        learned from at least this many rows; otherwise the next HS level up is used.
+    foreign_share : float
+        A composition component or description word used by fewer than this share of
+        the heading's declarations counts as foreign to the heading.
+    """
+
+    def __init__(self, min_rows: int = 30, foreign_share: float = 0.01):
+        self.min_rows = min_rows
+        self.foreign_share = foreign_share
+
+    # ---- public API --------------------------------------------------------------------
+    def fit(self, df: pd.DataFrame) -> DeclarationFeatures:
+        self._fit(df)
+        return self
+
+    def fit_transform(self, df: pd.DataFrame) -> np.ndarray:
+        """Fit, then transform the training rows with leave-one-out history counts.
+
+        A training row always finds itself in the frequency tables; without removing
+        it, a trader seen once in training would look familiar while the same kind of
+        trader at score time looks new, and the forest would learn a wrong picture of
+        novelty.
+        """
+        self._fit(df)
+        return self._X_train_
+
+    def transform(self, df: pd.DataFrame, context=None) -> np.ndarray:
+        """Feature matrix (rows x ``feature_names_``), float64, no NaN."""
+        return self.transform_details(df, context)[0]
+
+    def transform_details(self, df: pd.DataFrame, context=None):
+        """Feature matrix and, per row, the references used (for reasons)."""
+        self._check_fitted()
+        return self._transform(self._rows(df), context, loo=False)
+
+    def transform_record(self, record: dict, context: dict | None = None):
+        """One declaration given as a dict, without pandas (the latency path)."""
+        self._check_fitted()
+        return self._transform(self._rows(record, single=True), context, loo=False)
+
+    def refresh_derived(self, X: np.ndarray) -> np.ndarray:
+        """Recompute summary columns from the base columns of X, in place.
+
+        Counterfactual reasons change one base feature at a time; the summary must follow.
+        """
+        names = self.feature_names_
+        for derived, parts in _DERIVED_FROM.items():
+            if derived in names:
+                base = [names.index(f) for f in parts if f in names]
+                X[:, names.index(derived)] = np.abs(X[:, base]).max(axis=1) if base else 0.0
+        return X
+
+    def get_feature_names_out(self) -> np.ndarray:
+        self._check_fitted()
+        return np.asarray(self.feature_names_, dtype=object)
+
+    @staticmethod
+    def burst_context(df: pd.DataFrame) -> pd.Series:
+        """Counts of post/courier items per (exporter, day) in a batch.
+
+        Scoring a file in chunks must give the same features as scoring it whole, so
+        the CLI computes this over the whole input first (cheap: three columns) and
+        passes it to every chunk; contexts of several chunks add up with ``add``.
+        """
+        need = ("exporter_id", "date", "transport_mode")
+        if any(c not in df.columns for c in need) or len(df) == 0:
+            return pd.Series(dtype="int64")
+        mode = pd.Series(df["transport_mode"], dtype="str").str.strip().str.lower()
+        small = mode.isin(_SMALL_MODES).to_numpy()
+        day = _days(df["date"].to_numpy())
+        exp = pd.Series(df["exporter_id"], dtype="str").str.strip()
+        ok = small & (day >= 0) & exp.notna().to_numpy()
+        if not ok.any():
+            return pd.Series(dtype="int64")
+        key = pd.DataFrame({"e": exp[ok].to_numpy(), "d": day[ok]})
+        return key.groupby(["e", "d"]).size().astype("int64")
+
+    # ---- state (plain data for the artifact) ---------------------------------------------
+    def to_state(self) -> dict:
+        self._check_fitted()
+        return {"params": {"min_rows": int(self.min_rows),
+                           "foreign_share": float(self.foreign_share)},
+                "feature_names": list(self.feature_names_),
+                "disabled": {k: list(v) for k, v in self.disabled_.items()},
+                "input_columns": list(self.input_columns_),
+                "neutral": self.neutral_, "spread": self.spread_, "n_rows": int(self.n_rows_),
+                "tables": dict(self.tables_)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> DeclarationFeatures:
+        self = cls(**state["params"])
+        self.feature_names_ = list(state["feature_names"])
+        unknown = [f for f in self.feature_names_ if f not in _SPEC]
+        if unknown:
+            raise SchemaError(f"model uses features this version does not know: {unknown}")
+        self.disabled_ = {k: list(v) for k, v in state["disabled"].items()}
+        self.input_columns_ = list(state["input_columns"])
+        self.neutral_ = np.asarray(state["neutral"], dtype=float)
+        self.spread_ = np.asarray(state["spread"], dtype=float)
+        self.n_rows_ = int(state["n_rows"])
+        self.tables_ = dict(state["tables"])
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "tables_"):
+            raise NotFittedError("DeclarationFeatures is not fitted; call fit(df) first")
+
+    # ---- preparation: columns -> codes and numbers -----------------------------------------
+    def _rows(self, data, single: bool = False) -> dict[str, np.ndarray]:
+        if single:
+            def get(c):
+                v = data.get(c)
+                return np.array([None if _missing(v) else v], dtype=object)
+        else:
+            n = len(data)
+
+            def get(c):
+                if c not in data.columns:
+                    return np.full(n, None, dtype=object)
+                return data[c].to_numpy()
+        t = self.tables_
+        r: dict[str, np.ndarray] = {}
+        hs_codes, hs_uniq = _factorize(get("hs_code"))
+        hs_uniq = np.asarray([u.replace(".", "").replace(" ", "") for u in hs_uniq.tolist()],
+                             dtype=str) if len(hs_uniq) else hs_uniq
+        r["hs_u"], r["hs_uniq"] = hs_codes, hs_uniq
+        for lvl in LEVELS:
+            u = hs_uniq if lvl == "hs" else np.asarray([h[:_LEVEL_LEN[lvl]] for h in
+                                                        hs_uniq.tolist()], dtype=str)
+            enc = _encode(t[f"vocab_{lvl}"], u)
+            r[lvl] = np.where(hs_codes >= 0, enc[np.maximum(hs_codes, 0)] if len(enc) else -1,
+                              -1)
+        for c in _CATS:
+            raw = get(c)
+            if c == "transport_mode" or c == "unit":
+                raw = np.asarray([None if _missing(v) else str(v).strip().lower() for v in raw]
+                                 if single else pd.Series(raw, dtype="str").str.lower()
+                                 .to_numpy(dtype=object, na_value=None), dtype=object)
+            r[f"{c}_raw"] = raw
+            r[c] = _codes(t[f"vocab_{c}"], raw)
+        for c in _NUMS:
+            raw = get(c)
+            if single:
+                v = raw[0]
+                try:
+                    f = float(v) if v is not None else np.nan
+                except (TypeError, ValueError):
+                    f = np.nan
+                r[c] = np.array([f])
+            else:
+                r[c] = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(
+                    dtype=float, na_value=np.nan)
+        r["composition"] = get("composition")
+        r["description"] = get("description")
+        r["day"] = _days(get("date"))
+        return r
+
+    def _ratio(self, name: str, r) -> np.ndarray:
+        net, qty = r["net_mass_kg"], np.where(r["quantity"] > 0, r["quantity"], np.nan)
+        if name == "mass_per_unit":
+            return _log_ratio(net, qty)
+        if name == "mass_per_package":
+            return _log_ratio(net, r["packages"])
+        if name == "tare_per_package":
+            # Gross minus net is the packaging; per package it is a physical constant of
+            # the packaging (a drum, a carton, a parcel box), whatever the lot size, where
+            # a gross/net ratio would swing with it. log1p keeps unpacked goods (0 kg) finite.
+            tare = np.maximum(r["gross_mass_kg"] - net, 0.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                v = np.log1p(tare / r["packages"])
+            return np.where(np.isfinite(v) & (r["packages"] > 0), v, np.nan)
+        if name == "measured_mass":
+            # What a scale weighs is the package: compare with gross mass when declared,
+            # else with net; the learned reference absorbs either convention.
+            base = np.where(np.isfinite(r["gross_mass_kg"]), r["gross_mass_kg"], net)
+            return _log_ratio(r["measured_mass_kg"], base)
+        if name == "value_per_kg":
+            return _log_ratio(r["customs_value"], net)
+        return _log_ratio(r["customs_value"], qty)
+
+    def _key(self, name: str, r, lvl: str) -> np.ndarray:
+        sub = _SUBKEY.get(name)
+        if sub is not None:
+            return _pair(r[lvl], r[sub], len(self.tables_[f"vocab_{sub}"]))
+        return r[lvl]
+
+    # ---- fit -------------------------------------------------------------------------------
+    def _fit(self, df: pd.DataFrame) -> None:
+        if not isinstance(self.min_rows, (int, np.integer)) or self.min_rows < 1:
+            raise ValueError(f"min_rows must be a positive integer, got {self.min_rows!r}")
+        if not 0.0 <= self.foreign_share < 1.0:
+            raise ValueError(f"foreign_share must be in [0, 1), got {self.foreign_share!r}")
+        missing = [c for c in ("hs_code", "origin_country", "net_mass_kg", "customs_value")
+                   if c not in df.columns]
+        if missing:
+            raise SchemaError(f"cannot fit features: missing required column(s) {missing}")
+        if len(df) == 0:
+            raise SchemaError("cannot fit features on 0 rows")
+        present = {c for c in df.columns if df[c].notna().any()}
+        self.feature_names_ = [f.name for f in FEATURES if all(n in present for n in f.needs)]
+        self.disabled_ = {f.name: [n for n in f.needs if n not in present]
+                          for f in FEATURES if f.name not in self.feature_names_}
+        self.input_columns_ = sorted(
+            {"hs_code", "origin_country", "net_mass_kg", "customs_value"}
+            | {n for f in FEATURES if f.name in self.feature_names_ for n in f.needs})
+        t: dict[str, np.ndarray] = {}
+        self.tables_ = t
+        _, hs_uniq = _factorize(df["hs_code"].to_numpy())
+        hs_uniq = np.asarray([u.replace(".", "").replace(" ", "") for u in hs_uniq.tolist()],
+                             dtype=str)
+        t["vocab_hs"] = np.sort(np.unique(hs_uniq))
+        for lvl, n in _LEVEL_LEN.items():
+            t[f"vocab_{lvl}"] = np.sort(np.unique([h[:n] for h in hs_uniq.tolist()])).astype(str)
+        for c in _CATS:
+            col = df[c].to_numpy() if c in df.columns else np.full(len(df), None, dtype=object)
+            if c in ("transport_mode", "unit"):
+                col = pd.Series(col, dtype="str").str.lower().to_numpy(dtype=object,
+                                                                        na_value=None)
+            t[f"vocab_{c}"] = _vocab(col)
+        r = self._rows(df)
+        for name in _RATIOS:
+            x = self._ratio(name, r)
+            for lvl in LEVELS:
+                k, cnt, med, sc = _robust_stats(self._key(name, r, lvl), x)
+                t[f"{name}|{lvl}|key"], t[f"{name}|{lvl}|n"] = k, cnt
+                t[f"{name}|{lvl}|med"], t[f"{name}|{lvl}|scale"] = med, sc
+            ok = np.isfinite(x)
+            med = float(np.median(x[ok])) if ok.any() else 0.0
+            mad = float(np.median(np.abs(x[ok] - med))) if ok.any() else 0.0
+            t[f"{name}|all"] = np.array([ok.sum(), med, max(mad * _MAD_TO_SD, _MIN_LOG_SCALE)])
+        for lvl in LEVELS:
+            t[f"cnt|{lvl}|key"], t[f"cnt|{lvl}|n"] = _count_table(r[lvl])
+            for cat in ("origin_country", "transport_mode", "package_type", "unit"):
+                nb = len(t[f"vocab_{cat}"])
+                t[f"cnt|{lvl}|{cat}|key"], t[f"cnt|{lvl}|{cat}|n"] = _count_table(
+                    _pair(r[lvl], r[cat], nb))
+        t["cnt|origin|key"], t["cnt|origin|n"] = _count_table(r["origin_country"])
+        t["cnt|origin|dispatch|key"], t["cnt|origin|dispatch|n"] = _count_table(
+            _pair(r["origin_country"], r["dispatch_country"], len(t["vocab_dispatch_country"])))
+        for who, col in (("exp", "exporter_id"), ("imp", "importer_id")):
+            t[f"cnt|{who}|key"], t[f"cnt|{who}|n"] = _count_table(r[col])
+        t["cnt|exp|origin|key"], t["cnt|exp|origin|n"] = _count_table(
+            _pair(r["exporter_id"], r["origin_country"], len(t["vocab_origin_country"])))
+        t["cnt|exp|hs4|key"], t["cnt|exp|hs4|n"] = _count_table(
+            _pair(r["exporter_id"], r["hs4"], len(t["vocab_hs4"])))
+        self._fit_composition(r, t)
+        self._fit_description(r, t)
+        self._fit_bursts(r, t)
+        self._fit_price_history(r, t)
+        self.n_rows_ = len(df)
+        X, _ = self._transform(r, self.burst_context(df), loo=True)
+        # A feature's neutral value (used for missing inputs and counterfactual reasons) is
+        # its training median: what a typical declaration shows.
+        self.neutral_ = np.median(X, axis=0)
+        q = np.percentile(X, [25, 75], axis=0)
+        self.spread_ = np.maximum(q[1] - q[0], 1e-6)
+        self._X_train_ = X
+
+    def _fit_composition(self, r, t) -> None:
+        comp_codes, comp_uniq = _factorize(r["composition"])
+        owner, items = _explode(comp_uniq, _parse_composition)
+        names = np.asarray([n for n, _ in items], dtype=str)
+        t["vocab_comp"] = np.sort(np.unique(names)) if len(names) else np.array([], dtype=str)
+        declares = comp_codes >= 0
+        n_comp = len(t["vocab_comp"])
+        for lvl in LEVELS:
+            t[f"comp|{lvl}|decl|key"], t[f"comp|{lvl}|decl|n"] = _count_table(
+                np.where(declares, r[lvl], -1))
+            # Rows of a level code that name each component: count unique (row-group)
+            # pairs weighted by how many rows carry that composition text.
+            if len(owner):
+                mult = np.bincount(comp_codes[declares], minlength=len(comp_uniq))
+                grp = pd.DataFrame({"u": comp_codes[declares], "l": r[lvl][declares]})
+                grp = grp.groupby(["u", "l"]).size().reset_index(name="m")
+                items_df = pd.DataFrame({"u": owner, "c": _encode(t["vocab_comp"], names)})
+                items_df = items_df.drop_duplicates()
+                j = grp.merge(items_df, on="u")
+                key = _pair(j["l"].to_numpy(), j["c"].to_numpy(), n_comp)
+                t[f"comp|{lvl}|item|key"], t[f"comp|{lvl}|item|n"] = _count_table(
+                    key, j["m"].to_numpy(float))
+                del mult
+            else:
+                t[f"comp|{lvl}|item|key"] = np.array([], np.int64)
+                t[f"comp|{lvl}|item|n"] = np.array([], np.int64)
+            # Mean rare-earth share of declared compositions, per level code.
+        re_share_u = self._re_share(comp_uniq, owner, names, items)
+        re_row = np.where(declares, re_share_u[np.maximum(comp_codes, 0)] if len(
+            re_share_u) else 0.0, np.nan)
+        for lvl in LEVELS:
+            ok = declares & (r[lvl] >= 0)
+            df = pd.DataFrame({"k": r[lvl][ok], "x": re_row[ok]}).groupby("k")["x"].mean()
+            t[f"comp|{lvl}|re|key"] = df.index.to_numpy(np.int64)
+            t[f"comp|{lvl}|re|mean"] = df.to_numpy(float)
+        t["comp|all"] = np.array([declares.sum(), len(declares),
+                                  float(np.nanmean(re_row)) if declares.any() else 0.0])
+        if declares.any():
+            comp_all = pd.Series(np.asarray(_encode(t["vocab_comp"], names)))
+            mult = np.bincount(comp_codes[declares], minlength=len(comp_uniq))
+            w = pd.DataFrame({"u": owner, "c": comp_all.to_numpy()}).drop_duplicates()
+            w["m"] = mult[w["u"].to_numpy()]
+            tot = w.groupby("c")["m"].sum()
+            t["comp|all|item|key"] = tot.index.to_numpy(np.int64)
+            t["comp|all|item|n"] = tot.to_numpy(np.int64)
+        else:
+            t["comp|all|item|key"] = np.array([], np.int64)
+            t["comp|all|item|n"] = np.array([], np.int64)
+
+    @staticmethod
+    def _re_share(uniq, owner, names, items) -> np.ndarray:
+        if len(uniq) == 0:
+            return np.zeros(0)
+        pct = np.asarray([p for _, p in items], dtype=float)
+        is_re = np.asarray([bool(_RE_PATTERN.match(n)) for n in names.tolist()], dtype=bool)
+        tot = np.bincount(owner, pct, minlength=len(uniq)) if len(owner) else np.zeros(len(uniq))
+        re = np.bincount(owner, pct * is_re, minlength=len(uniq)) if len(owner) else tot * 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(tot > 0, re / tot, 0.0)
+
+    def _fit_description(self, r, t) -> None:
+        d_codes, d_uniq = _factorize(r["description"])
+        owner, toks = _explode(d_uniq, _tokens)
+        t["vocab_tok"] = np.sort(np.unique(np.asarray(toks, dtype=str))) if toks else \
+            np.array([], dtype=str)
+        has = d_codes >= 0
+        tok_code = _encode(t["vocab_tok"], np.asarray(toks, dtype=str)) if toks else \
+            np.array([], np.int64)
+        n_tok = len(t["vocab_tok"])
+        items = pd.DataFrame({"u": owner, "c": tok_code})
+        for lvl in (*LEVELS, "all"):
+            lv = np.zeros(len(has), np.int64) if lvl == "all" else r[lvl]
+            t[f"desc|{lvl}|has|key"], t[f"desc|{lvl}|has|n"] = _count_table(np.where(has, lv, -1))
+            grp = pd.DataFrame({"u": d_codes[has], "l": lv[has]})
+            grp = grp.groupby(["u", "l"]).size().reset_index(name="m")
+            j = grp.merge(items, on="u")
+            key = _pair(j["l"].to_numpy(np.int64), j["c"].to_numpy(np.int64), n_tok)
+            t[f"desc|{lvl}|tok|key"], t[f"desc|{lvl}|tok|n"] = _count_table(
+                key, j["m"].to_numpy(float))
+
+    def _fit_price_history(self, r, t) -> None:
+        key = _pair(r["exporter_id"], r["hs"], len(t["vocab_hs"]))
+        x = self._ratio("value_per_kg", r)
+        k, cnt, med, _ = _robust_stats(key, x)
+        t["hist|key"], t["hist|n"], t["hist|med"] = k, cnt, med
+        # One scale pooled over all sellers with enough history: a seller's own spread,
+        # estimated from five lots, would be too noisy to divide by.
+        ok = _lookup(k, cnt, key, 0) >= _HISTORY_MIN_ROWS
+        dev = np.abs(x - _lookup(k, med, key, np.nan))[ok & np.isfinite(x)]
+        scale = float(np.median(dev)) * _MAD_TO_SD if len(dev) else 1.0
+        t["hist|scale"] = np.array([max(scale, _HISTORY_MIN_SCALE)])
+
+    def _price_history(self, r, loo: bool):
+        t = self.tables_
+        key = _pair(r["exporter_id"], r["hs"], len(t["vocab_hs"]))
+        cnt = _lookup(t["hist|key"], t["hist|n"], key, 0).astype(float) - (1 if loo else 0)
+        med = _lookup(t["hist|key"], t["hist|med"], key, np.nan)
+        x = self._ratio("value_per_kg", r)
+        z = np.clip((x - med) / t["hist|scale"][0], -_Z_CLIP, _Z_CLIP)
+        return np.where(cnt >= _HISTORY_MIN_ROWS, z, np.nan), med
+
+    def _fit_bursts(self, r, t) -> None:
+        small = np.isin(r["transport_mode_raw"].astype(str), _SMALL_MODES)
+        ok = small & (r["day"] >= 0) & (r["exporter_id"] >= 0)
+        if not ok.any():
+            t["burst|key"], t["burst|typical"] = np.array([], np.int64), np.array([], float)
+            return
+        daily = pd.DataFrame({"e": r["exporter_id"][ok], "d": r["day"][ok]})
+        daily = daily.groupby(["e", "d"]).size().groupby(level=0).median()
+        t["burst|key"] = daily.index.to_numpy(np.int64)
+        t["burst|typical"] = daily.to_numpy(float)
+
+    # ---- transform -------------------------------------------------------------------------
+    def _backoff(self, name: str, r) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Median, scale and HS level (0=full .. 3=hs2, 4=all) of the finest reference
+        learned from at least ``min_rows`` rows."""
+        t = self.tables_
+        _, med_all, sc_all = t[f"{name}|all"]
+        n = len(r["hs"])
+        med, scale = np.full(n, med_all), np.full(n, sc_all)
+        level = np.full(n, len(LEVELS), dtype=np.int64)
+        for i in range(len(LEVELS) - 1, -1, -1):  # coarse to fine: finer overwrites
+            lvl = LEVELS[i]
+            key = self._key(name, r, lvl)
+            tk = t[f"{name}|{lvl}|key"]
+            ok = _lookup(tk, t[f"{name}|{lvl}|n"], key, 0) >= self.min_rows
+            med = np.where(ok, _lookup(tk, t[f"{name}|{lvl}|med"], key, 0.0), med)
+            scale = np.where(ok, _lookup(tk, t[f"{name}|{lvl}|scale"], key, 1.0), scale)
+            level = np.where(ok, i, level)
+        return med, scale, level
+
+    def _level_choice(self, r, prefix: str, loo_self: np.ndarray | None) -> np.ndarray:
+        """Finest HS level whose ``prefix`` row count reaches min_rows (4 = all goods)."""
+        t = self.tables_
+        n = len(r["hs"])
+        level = np.full(n, len(LEVELS), dtype=np.int64)
+        for i in range(len(LEVELS) - 1, -1, -1):
+            lvl = LEVELS[i]
+            cnt = _lookup(t[f"{prefix.format(lvl=lvl)}|key"], t[f"{prefix.format(lvl=lvl)}|n"],
+                          r[lvl], 0).astype(float)
+            if loo_self is not None:
+                cnt = cnt - loo_self
+            level = np.where(cnt >= self.min_rows, i, level)
+        return level
+
+    def _cond_surprisal(self, r, cat: str, loo: bool) -> np.ndarray:
+        """-log P(category | commodity) at the finest HS level with enough rows."""
+        t = self.tables_
+        nb = len(t[f"vocab_{cat}"])
+        out = np.full(len(r["hs"]), np.nan)
+        for lvl in reversed(LEVELS):
+            n_key = _lookup(t[f"cnt|{lvl}|key"], t[f"cnt|{lvl}|n"], r[lvl], 0).astype(float)
+            pair = _pair(r[lvl], r[cat], nb)
+            n_pair = _lookup(t[f"cnt|{lvl}|{cat}|key"], t[f"cnt|{lvl}|{cat}|n"], pair, 0)
+            n_pair = n_pair.astype(float)
+            if loo:
+                n_key, n_pair = n_key - 1, np.maximum(n_pair - (pair >= 0), 0)
+            ok = n_key >= self.min_rows
+            out = np.where(ok, -np.log((n_pair + 0.5) / (n_key + 1.0)), out)
+        missing = r[f"{cat}_raw"] == None  # noqa: E711 - elementwise on an object array
+        return np.where(missing, np.nan, out)
+
+    def _history_surprisal(self, r, what: str, loo: bool) -> np.ndarray:
+        """-log P(origin or heading | exporter) from its history; NaN for a new exporter."""
+        t = self.tables_
+        trader = r["exporter_id"]
+        other, vocab = (r["origin_country"], "origin_country") if what == "origin" else \
+            (r["hs4"], "hs4")
+        n_tr = _lookup(t["cnt|exp|key"], t["cnt|exp|n"], trader, 0).astype(float)
+        pair = _pair(trader, other, len(t[f"vocab_{vocab}"]))
+        n_pair = _lookup(t[f"cnt|exp|{what}|key"], t[f"cnt|exp|{what}|n"], pair, 0)
+        n_pair = n_pair.astype(float)
+        if loo:
+            n_tr, n_pair = n_tr - 1, np.maximum(n_pair - (pair >= 0), 0)
+        return np.where(n_tr > 0, -np.log((n_pair + 0.5) / (n_tr + 1.0)), np.nan)
+
+    def _composition_features(self, r, loo: bool):
+        t = self.tables_
+        n = len(r["hs"])
+        comp_codes, comp_uniq = _factorize(r["composition"])
+        declares = comp_codes >= 0
+        owner, items = _explode(comp_uniq, _parse_composition)
+        names = np.asarray([c for c, _ in items], dtype=str)
+        pct = np.asarray([p for _, p in items], dtype=float)
+        # Presence surprisal: declaring where it is not customary, or not where it is.
+        lvl_i = self._level_choice(r, "cnt|{lvl}", np.ones(n) if loo else None)
+        p_decl = np.full(n, (t["comp|all"][0] + 0.5) / (t["comp|all"][1] + 1.0))
+        re_ref = np.full(n, t["comp|all"][2])
+        for i, lvl in enumerate(LEVELS):
+            m = lvl_i == i
+            if not m.any():
+                continue
+            nd = _lookup(t[f"comp|{lvl}|decl|key"], t[f"comp|{lvl}|decl|n"], r[lvl][m], 0)
+            nt = _lookup(t[f"cnt|{lvl}|key"], t[f"cnt|{lvl}|n"], r[lvl][m], 0).astype(float)
+            nd = nd.astype(float)
+            if loo:
+                nd, nt = nd - declares[m], nt - 1
+            p_decl[m] = (nd + 0.5) / (nt + 1.0)
+            re_ref[m] = _lookup(t[f"comp|{lvl}|re|key"], t[f"comp|{lvl}|re|mean"], r[lvl][m],
+                                re_ref[m])
+        surprise = np.where(declares, -np.log(p_decl), -np.log1p(-np.minimum(p_decl, 0.999)))
+        foreign = np.full(n, np.nan)
+        re_excess = np.full(n, np.nan)
+        if len(owner):
+            # Per item: the row-level choice of HS level, and how many declaring rows of
+            # that level code name the component.
+            row_of_u = np.full(len(comp_uniq), -1)
+            row_idx = np.flatnonzero(declares)
+            # Items belong to unique texts; expand to rows (texts repeat across rows).
+            pairs = pd.DataFrame({"row": row_idx, "u": comp_codes[row_idx]}) if n > 1 else \
+                pd.DataFrame({"row": [0], "u": [0]})
+            del row_of_u
+            it = pd.DataFrame({"u": owner, "name": names, "pct": pct})
+            it["c"] = _encode(t["vocab_comp"], names)
+            j = pairs.merge(it, on="u") if n > 1 else it.assign(row=0)
+            rows = j["row"].to_numpy(np.int64)
+            c = j["c"].to_numpy(np.int64)
+            lvl_rows = self._level_choice(r, "comp|{lvl}|decl",
+                                          declares.astype(float) if loo else None)
+            freq = np.zeros(len(j))
+            for i, lvl in enumerate((*LEVELS, "all")):
+                m = lvl_rows[rows] == i
+                if not m.any():
+                    continue
+                if lvl == "all":
+                    nd = np.full(m.sum(), float(t["comp|all"][0]))
+                    ni = _lookup(t["comp|all|item|key"], t["comp|all|item|n"], c[m], 0)
+                else:
+                    lc = r[lvl][rows[m]]
+                    nd = _lookup(t[f"comp|{lvl}|decl|key"], t[f"comp|{lvl}|decl|n"], lc, 0)
+                    nd = nd.astype(float)
+                    ni = _lookup(t[f"comp|{lvl}|item|key"], t[f"comp|{lvl}|item|n"],
+                                 _pair(lc, c[m], len(t["vocab_comp"])), 0)
+                ni = ni.astype(float)
+                if loo:
+                    nd, ni = nd - 1, np.maximum(ni - (c[m] >= 0), 0)
+                freq[m] = ni / np.maximum(nd, 1.0)
+            is_foreign = freq < max(self.foreign_share, 0.02)
+            p = j["pct"].to_numpy(float)
+            tot = np.bincount(rows, p, minlength=n)
+            fsum = np.bincount(rows, p * is_foreign, minlength=n)
+            is_re = np.asarray([bool(_RE_PATTERN.match(x)) for x in j["name"].tolist()])
+            resum = np.bincount(rows, p * is_re, minlength=n)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                has = tot > 0
+                foreign = np.where(has, fsum / tot, np.nan)
+                re_excess = np.where(has, np.maximum(resum / tot - re_ref, 0.0), np.nan)
+        return surprise, foreign, re_excess, p_decl
+
+    def _description_foreign(self, r, loo: bool) -> np.ndarray:
+        t = self.tables_
+        n = len(r["hs"])
+        d_codes, d_uniq = _factorize(r["description"])
+        has = d_codes >= 0
+        out = np.full(n, np.nan)
+        if not has.any():
+            return out
+        owner, toks = _explode(d_uniq, _tokens)
+        if not toks:
+            return out
+        lvl_rows = self._level_choice(r, "desc|{lvl}|has", has.astype(float) if loo else None)
+        # Distinct (level choice, level code, description) combinations carry the work.
+        lv_code = np.full(n, 0, np.int64)
+        for i, lvl in enumerate(LEVELS):
+            lv_code = np.where(lvl_rows == i, r[lvl], lv_code)
+        combo = pd.DataFrame({"i": lvl_rows[has], "l": lv_code[has], "u": d_codes[has]})
+        combo["row"] = np.flatnonzero(has)
+        it = pd.DataFrame({"u": owner, "c": _encode(t["vocab_tok"], np.asarray(toks, str))})
+        j = combo.merge(it, on="u")
+        rows = j["row"].to_numpy(np.int64)
+        c = j["c"].to_numpy(np.int64)
+        li = j["i"].to_numpy(np.int64)
+        lc = j["l"].to_numpy(np.int64)
+        freq = np.zeros(len(j))
+        for i, lvl in enumerate((*LEVELS, "all")):
+            m = li == i
+            if not m.any():
+                continue
+            code = np.zeros(m.sum(), np.int64) if lvl == "all" else lc[m]
+            nd = _lookup(t[f"desc|{lvl}|has|key"], t[f"desc|{lvl}|has|n"], code, 0).astype(float)
+            ni = _lookup(t[f"desc|{lvl}|tok|key"], t[f"desc|{lvl}|tok|n"],
+                         _pair(code, c[m], len(t["vocab_tok"])), 0).astype(float)
+            if loo:
+                nd, ni = nd - 1, np.maximum(ni - (c[m] >= 0), 0)
+            freq[m] = ni / np.maximum(nd, 1.0)
+        foreign = (freq < self.foreign_share).astype(float)
+        cnt = np.bincount(rows, minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.bincount(rows, foreign, minlength=n) / cnt
+        return np.where(cnt > 0, share, np.nan)
+
+    def _bursts(self, r, context) -> np.ndarray:
+        t = self.tables_
+        n = len(r["hs"])
+        small = np.isin(np.asarray(r["transport_mode_raw"], dtype=str), _SMALL_MODES)
+        ok = small & (r["day"] >= 0) & (r["exporter_id_raw"] != None)  # noqa: E711
+        out = np.zeros(n)
+        if not ok.any():
+            return out
+        exp = np.asarray(r["exporter_id_raw"], dtype=object)[ok]
+        exp = np.asarray([str(e).strip() for e in exp], dtype=object)
+        day = r["day"][ok]
+        if context is None:
+            cnt = pd.DataFrame({"e": exp, "d": day}).groupby(["e", "d"])["e"].transform("size")
+            cnt = cnt.to_numpy(float)
+        elif isinstance(context, dict):
+            cnt = np.asarray([float(context.get((e, int(d)), 1)) for e, d in zip(exp, day,
+                                                                                   strict=True)])
+        elif len(context) == 0:
+            cnt = np.ones(len(exp))
+        else:
+            idx = pd.MultiIndex.from_arrays([exp, day])
+            cnt = context.reindex(idx).to_numpy(dtype=float, na_value=1.0)
+            cnt = np.maximum(cnt, 1.0)
+        typical = _lookup(t["burst|key"], t["burst|typical"], r["exporter_id"][ok], 1.0)
+        out[ok] = np.maximum(0.0, np.log(cnt) - np.log(np.maximum(typical, 1.0)))
+        return out
+
+    def _transform(self, r, context, loo: bool):
+        n = len(r["hs"])
+        cols: dict[str, np.ndarray] = {}
+        det: dict[str, np.ndarray] = {"hs_level": None}
+        for name in _RATIOS:
+            fname = f"{name}_z"
+            if fname not in self.feature_names_:
+                continue
+            x = self._ratio(name, r)
+            med, scale, level = self._backoff(name, r)
+            z = np.clip((x - med) / scale, -_Z_CLIP, _Z_CLIP)
+            # The forest splits uniformly between a node's min and max: on raw z-scores a
+            # few keying errors at |z| = 50 stretch the range so that a z of -5 is rarely
+            # cut off. A signed log keeps the order and brings moderate outliers into reach.
+            cols[fname] = np.sign(z) * np.log1p(np.abs(z))
+            det[f"{name}|x"], det[f"{name}|med"], det[f"{name}|scale"] = x, med, scale
+            det[f"{name}|level"] = level
+        surprise, foreign, re_excess, p_decl = self._composition_features(r, loo)
+        cols["composition_surprise"], det["composition|p_decl"] = surprise, p_decl
+        cols["composition_foreign"], cols["rare_earth_excess"] = foreign, re_excess
+        cols["description_foreign"] = self._description_foreign(r, loo)
+        t = self.tables_
+        cols["origin_rarity"] = self._cond_surprisal(r, "origin_country", loo)
+        o, d = r["origin_country"], r["dispatch_country"]
+        n_o = _lookup(t["cnt|origin|key"], t["cnt|origin|n"], o, 0).astype(float)
+        pair = _pair(o, d, len(t["vocab_dispatch_country"]))
+        n_od = _lookup(t["cnt|origin|dispatch|key"], t["cnt|origin|dispatch|n"], pair, 0)
+        n_od = n_od.astype(float)
+        if loo:
+            n_o, n_od = n_o - 1, np.maximum(n_od - (pair >= 0), 0)
+        has_d = r["dispatch_country_raw"] != None  # noqa: E711
+        cols["origin_dispatch_rarity"] = np.where(has_d, -np.log((n_od + 0.5) / (n_o + 1.0)),
+                                                  np.nan)
+        same = np.asarray([str(a).strip().upper() == str(b).strip().upper() for a, b in zip(
+            r["origin_country_raw"], r["dispatch_country_raw"], strict=True)]) if n == 1 else (
+            pd.Series(r["origin_country_raw"], dtype="str").str.strip().str.upper().to_numpy(
+                dtype=object)
+            == pd.Series(r["dispatch_country_raw"], dtype="str").str.strip().str.upper()
+            .to_numpy(dtype=object))
+        cols["origin_differs"] = np.where(has_d, (~same.astype(bool)).astype(float), np.nan)
+        cols["exporter_origin_rarity"] = self._history_surprisal(r, "origin", loo)
+        cols["exporter_commodity_rarity"] = self._history_surprisal(r, "hs4", loo)
+        cols["mode_rarity"] = self._cond_surprisal(r, "transport_mode", loo)
+        cols["package_rarity"] = self._cond_surprisal(r, "package_type", loo)
+        cols["unit_rarity"] = self._cond_surprisal(r, "unit", loo)
+        for name, who, col in (("exporter_history", "exp", "exporter_id"),
+                               ("importer_history", "imp", "importer_id")):
+            c = _lookup(t[f"cnt|{who}|key"], t[f"cnt|{who}|n"], r[col], 0).astype(float)
+            if loo:
+                c = np.maximum(c - 1, 0)
+            # Novelty, not volume: 1 for a trader never seen, 1/2 seen once, near 0 for an
+            # established one. On log counts the forest would spend its cuts telling big
+            # shippers from middling ones, which says nothing about fraud.
+            cols[name] = np.where(r[f"{col}_raw"] != None, 1.0 / (1.0 + c), np.nan)  # noqa: E711
+        cols["parcel_burst"] = self._bursts(r, context)
+        z, det["history|med"] = self._price_history(r, loo)
+        det["history|z"] = z
+        cols["value_vs_history_z"] = np.sign(z) * np.log1p(np.abs(z))
+        for derived in _DERIVED_FROM:
+            cols[derived] = np.zeros(n)
+        X = np.empty((n, len(self.feature_names_)), dtype=np.float64)
+        neutral = getattr(self, "neutral_", None)
+        for j, name in enumerate(self.feature_names_):
+            v = np.asarray(cols[name], dtype=np.float64)
+            # Missing inputs get the feature's typical value: absence alone is not
+            # evidence (where it is, a dedicated feature says so).
+            fill = neutral[j] if neutral is not None else np.nan
+            X[:, j] = np.where(np.isfinite(v), v, fill)
+        if neutral is None:
+            # During fit: neutral values are not known yet; use the column median.
+            med = np.nanmedian(np.where(np.isfinite(X), X, np.nan), axis=0)
+            med = np.where(np.isfinite(med), med, 0.0)
+            X = np.where(np.isfinite(X), X, med[None, :])
+        self.refresh_derived(X)
+        det["hs_level"] = r["hs"]
+        det["hs_uniq"], det["hs_u"] = r["hs_uniq"], r["hs_u"]
+        return X, det

@@ -861,7 +861,7 @@ class DeclarationFeatures:
     def _transform(self, r, context, loo: bool):
         n = len(r["hs"])
         cols: dict[str, np.ndarray] = {}
-        det: dict[str, np.ndarray] = {"hs_level": None}
+        det: dict = {}
         for name in _RATIOS:
             fname = f"{name}_z"
             if fname not in self.feature_names_:
@@ -932,6 +932,9 @@ class DeclarationFeatures:
             med = np.where(np.isfinite(med), med, 0.0)
             X = np.where(np.isfinite(X), X, med[None, :])
         self.refresh_derived(X)
-        det["hs_level"] = r["hs"]
-        det["hs_uniq"], det["hs_u"] = r["hs_uniq"], r["hs_u"]
+        hs_u, hs_uniq = r["hs_u"], r["hs_uniq"]
+        det["hs_text"] = (hs_uniq.astype(object)[np.maximum(hs_u, 0)] if len(hs_uniq)
+                          else np.full(n, "", dtype=object))
+        det["hs_text"] = np.where(hs_u >= 0, det["hs_text"], "")
+        det["r"] = r
         return X, det

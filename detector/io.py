@@ -28,7 +28,7 @@ import json
 import os
 import secrets
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from io import StringIO
 from itertools import islice
 from pathlib import Path
@@ -290,7 +290,8 @@ def read_header(
     return [renames.get(n, n) for n in names]
 
 
-def _iter_csv(path: Path, names: list[str], encoding: str, chunk_rows: int | None):
+def _iter_csv(path: Path, names: list[str], encoding: str, chunk_rows: int | None,
+              usecols: list[str] | None = None):
     dtype = {n: "str" for n in names if n in _TEXT_COLUMNS}
     na_values = {n: list(_NA_TOKENS) for n in names if n not in _TEXT_COLUMNS}
     try:
@@ -298,6 +299,7 @@ def _iter_csv(path: Path, names: list[str], encoding: str, chunk_rows: int | Non
             path,
             header=0,
             names=names,
+            usecols=usecols,
             # Without this, a line with one field too many would shift the first column
             # into the index instead of failing.
             index_col=False,
@@ -376,13 +378,13 @@ def _bad_json_line(path: Path, block: list[str], first_line: int) -> InputError:
     return InputError(f"INPUT {path}: cannot be parsed as JSON lines (one object per line)")
 
 
-def _iter_parquet(path: Path, chunk_rows: int | None):
+def _iter_parquet(path: Path, chunk_rows: int | None, columns: list[str] | None = None):
     pf = _parquet_file(path)
     try:
         if chunk_rows is None:
-            yield pf.read().to_pandas()
+            yield pf.read(columns=columns).to_pandas()
             return
-        for batch in pf.iter_batches(batch_size=chunk_rows):
+        for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
             yield batch.to_pandas()
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise InputError(f"INPUT {path} is a corrupt Parquet file: {exc}") from None
@@ -400,17 +402,21 @@ def _iter(
     mapping: ColumnMapping | Mapping[str, Any] | None,
     chunk_rows: int | None,
     encoding: str,
+    usecols: Iterable[str] | None = None,
 ) -> Iterator[pd.DataFrame]:
     p = Path(path)
     fmt = _format_of(p, READ_FORMATS, "INPUT")
     names = read_header(p, mapping, encoding=encoding)
     enc = _real_encoding(encoding)
+    keep = None if usecols is None else [n for n in names if n in set(usecols)]
     if fmt == "csv":
-        chunks = _iter_csv(p, names, enc, chunk_rows)
+        chunks = _iter_csv(p, names, enc, chunk_rows, keep)
     elif fmt == "jsonl":
         chunks = _iter_jsonl(p, enc, chunk_rows)
     else:
-        chunks = _iter_parquet(p, chunk_rows)
+        raw = list(_parquet_file(p).schema_arrow.names)
+        chunks = _iter_parquet(p, chunk_rows, None if keep is None else
+                               [r for r, n in zip(raw, names, strict=True) if n in keep])
     json_renames: dict[str, str] = {}
     if fmt == "jsonl":
         # JSON keys may differ from line to line: map them by name, not by position.
@@ -423,7 +429,10 @@ def _iter(
             if any(n not in df.columns for n in names):
                 df = df.reindex(columns=[*names, *[c for c in df.columns if c not in names]])
         else:
-            df.columns = names  # CSV / Parquet: same columns, same order as the header
+            # CSV / Parquet: same columns, same order as the header
+            df.columns = names if keep is None else keep
+        if keep is not None:
+            df = df[[c for c in keep if c in df.columns]]
         if fmt == "parquet":
             df = _decategorise(df)
         if len(df) == 0:
@@ -441,8 +450,11 @@ def iter_tables(
     chunk_rows: int = _DEFAULT_CHUNK_ROWS,
     *,
     encoding: str = "utf-8",
+    usecols: Iterable[str] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Yield the file in chunks of at most ``chunk_rows`` rows, canonical column names.
+
+    ``usecols`` (canonical names) reads only those columns, for cheap pre-passes.
 
     Each chunk's index continues the 0-based data-row position (the second chunk starts at
     ``chunk_rows``). The header is checked before the first chunk is read; a whole-file
@@ -452,7 +464,7 @@ def iter_tables(
     """
     if not isinstance(chunk_rows, int | np.integer) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    return _iter(path, mapping, int(chunk_rows), encoding)
+    return _iter(path, mapping, int(chunk_rows), encoding, usecols)
 
 
 def read_table(

@@ -1,0 +1,267 @@
+"""The ``detector`` command line: parse, call a plain function in :mod:`detector.jobs`, print.
+
+Only click is imported at module level: ``detector --help`` must stay instant and must
+not import pandas or scikit-learn. Results go to stdout (JSON or a table); progress and
+human notes go to stderr. User errors exit 1 with one message and no traceback; usage
+errors exit 2 (click's own convention).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+from ._version import __version__
+
+__all__ = ["main"]
+
+
+def _errors(fn):
+    """Turn the product's named errors into ClickException (exit 1, no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .errors import DetectorError
+
+        try:
+            return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except DetectorError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        except ValueError as exc:
+            raise click.ClickException(f"invalid value: {exc}") from None
+        except KeyError as exc:
+            raise click.ClickException(str(exc.args[0]) if exc.args else str(exc)) from None
+
+    return wrapper
+
+
+def _note(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _out(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _share(name: str):
+    def convert(ctx, param, value):
+        if value is None:
+            return None
+        if not 0.0 <= value < 1.0:
+            raise click.BadParameter(f"{name} must be in [0, 1), got {value}")
+        return value
+
+    return convert
+
+
+_columns = click.option("--columns", "columns", type=click.Path(dir_okay=False),
+                        help="JSON file mapping your column names to the contract's.")
+_encoding = click.option("--encoding", default="utf-8", show_default=True,
+                         help="Text encoding of CSV/JSON input (e.g. latin-1).")
+_force = click.option("--force", is_flag=True, help="Overwrite existing output files.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="detector")
+def main() -> None:
+    """customs-detector: rank customs declarations by how suspicious they are.
+
+    Typical run: generate (or bring) declarations, train a model, score new ones,
+    evaluate on labelled outcomes, explain one declaration.
+    """
+
+
+@main.command()
+@click.option("--rows", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--fraud-rate", type=click.FloatRange(0, 0.5), default=0.01, show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="CSV, Parquet or JSON lines, by extension.")
+@_force
+@_errors
+def generate(rows, seed, fraud_rate, output, force):
+    """Write synthetic declarations with labelled fraud schemes."""
+    from .jobs import generate_file
+
+    summary = generate_file(output, rows=rows, seed=seed, fraud_rate=fraud_rate, force=force)
+    _note(f"wrote {summary['rows']:,} declarations ({summary['frauds']:,} fraudulent) "
+          f"to {output} in {summary['seconds']:.1f} s")
+    _out(summary)
+
+
+@main.command()
+@click.argument("input", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default="models/detector.joblib", show_default=True,
+              type=click.Path(dir_okay=False))
+@click.option("--budget", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.01, show_default=True, help="Share of declarations flagged.")
+@click.option("--lanes", default=None, help="Lane shares, e.g. red=0.01,yellow=0.04.")
+@click.option("--random", "random_share", type=float, default=0.0, show_default=True,
+              callback=_share("--random"), help="Share selected at random for inspection.")
+@click.option("--trees", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_columns
+@_encoding
+@_force
+@_errors
+def train(input, output, budget, lanes, random_share, trees, seed, columns, encoding, force):
+    """Fit a model on declarations and save the artifact."""
+    from pathlib import Path
+
+    from .jobs import train_file
+    from .model import parse_lanes
+
+    try:
+        parse_lanes(lanes, budget)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--lanes") from None
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    summary = train_file(input, output, columns=columns, budget=budget, lanes=lanes,
+                         random_share=random_share, trees=trees, seed=seed, encoding=encoding,
+                         force=force)
+    if summary["disabled_features"]:
+        for name, cols in summary["disabled_features"].items():
+            _note(f"feature {name} switched off: input lacks {', '.join(cols)}")
+    if summary["rejected"]:
+        _note(f"{summary['rejected']:,} rows rejected and not used for training:\n"
+              f"{summary['rejects_summary']}")
+    _note(f"trained on {summary['trained_on']:,} declarations in {summary['seconds']:.1f} s; "
+          f"model saved to {output}")
+    _out(summary)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("input", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="CSV, Parquet or JSON lines by extension; rejects go beside it.")
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=200_000, show_default=True)
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local",
+              show_default=True)
+@click.option("--scheduler", default=None, help="Dask scheduler address (engine dask).")
+@_columns
+@_encoding
+@_force
+@_errors
+def score(model, input, output, chunk_rows, engine, scheduler, columns, encoding, force):
+    """Score declarations: one output row per valid input row, rejects beside it."""
+    if engine == "dask":
+        from .distributed import score_dask
+
+        summary = score_dask(model, input, output, columns=columns, scheduler=scheduler,
+                             force=force, encoding=encoding)
+        _note(f"rows {summary['rows']:,}: scored {summary['scored']:,}, rejected "
+              f"{summary['rejected']:,}")
+        _out(summary)
+        return
+    from .jobs import score_file
+
+    bar = {"obj": None}
+
+    def on_total(total):
+        bar["obj"] = click.progressbar(length=total, label="scoring", file=sys.stderr)
+        bar["obj"].__enter__()
+
+    def progress(n):
+        if bar["obj"] is not None:
+            bar["obj"].update(n)
+
+    try:
+        summary = score_file(model, input, output, columns=columns, chunk_rows=chunk_rows,
+                             force=force, encoding=encoding, progress=progress,
+                             on_total=on_total)
+    finally:
+        if bar["obj"] is not None:
+            bar["obj"].__exit__(None, None, None)
+    _note(f"rows {summary['rows']:,}: scored {summary['scored']:,}, rejected "
+          f"{summary['rejected']:,}, flagged {summary['flagged']:,} "
+          f"({summary['rows_per_second'] or 0:,} rows/s); output {summary['output']}, "
+          f"rejects {summary['rejects']}")
+    if summary.get("rejects_summary"):
+        _note(summary["rejects_summary"])
+    _out(summary)
+
+
+def _evaluate_table(report: dict) -> str:
+    systems = report["systems"]
+    names = list(systems)
+    keys = [k for k in systems[names[0]] if not k.startswith("recall@5%_by")
+            and k not in ("rows", "frauds")]
+    width = max(len(k) for k in keys) + 2
+    lines = [f"{report['evaluated']:,} labelled declarations, {report['frauds']:,} frauds "
+             f"({report['rejected']:,} rows rejected)", ""]
+    lines.append("metric".ljust(width) + "".join(n.rjust(20) for n in names))
+    for k in keys:
+        lines.append(k.ljust(width) + "".join(f"{systems[n][k]:20.3f}" for n in names))
+    schemes = sorted({s for n in names for s in systems[n]["recall@5%_by_scheme"]})
+    if schemes:
+        lines += ["", "recall@5% by scheme".ljust(width) + "".join(n.rjust(20) for n in names)]
+        for s in schemes:
+            lines.append(s.ljust(width) + "".join(
+                f"{systems[n]['recall@5%_by_scheme'].get(s, float('nan')):20.3f}"
+                for n in names))
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("input", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--no-baselines", is_flag=True, help="Skip the two baselines.")
+@_columns
+@_encoding
+@_errors
+def evaluate(model, input, as_json, no_baselines, columns, encoding):
+    """Precision, recall and revenue at inspection budgets on labelled declarations."""
+    from .jobs import evaluate_file
+
+    report = evaluate_file(model, input, columns=columns, encoding=encoding,
+                           baselines=not no_baselines)
+    if as_json:
+        _out(report)
+    else:
+        click.echo(_evaluate_table(report))
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("input", type=click.Path(dir_okay=False))
+@click.option("--id", "declaration_id", required=True, help="declaration_id to explain.")
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+@_columns
+@_encoding
+@_errors
+def explain(model, input, declaration_id, as_json, columns, encoding):
+    """One declaration's score, lane and each feature against its reference."""
+    from .jobs import explain_file
+
+    ex = explain_file(model, input, declaration_id, columns=columns, encoding=encoding)
+    if as_json:
+        _out(ex)
+        return
+    if ex["status"] == "rejected":
+        click.echo(f"{ex['declaration_id']}: rejected")
+        for r in ex["reasons"]:
+            click.echo(f"  {r}")
+        return
+    click.echo(f"{ex['declaration_id']}: anomaly score {ex['anomaly_score']:.4f} "
+               f"(threshold {ex['threshold']:.4f}), lane {ex['lane']}"
+               f"{', FLAGGED' if ex['flagged'] else ''}")
+    for r in ex["reasons"]:
+        click.echo(f"  - {r}")
+    click.echo("")
+    click.echo(f"  {'feature':28s}{'value':>10s}{'typical':>10s}{'score drop':>12s}  meaning")
+    for f in ex["features"]:
+        click.echo(f"  {f['feature']:28s}{f['value']:10.3f}{f['typical']:10.3f}"
+                   f"{f['score_drop_if_typical']:12.4f}  {f['meaning']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

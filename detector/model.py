@@ -1,0 +1,413 @@
+"""DeclarationModel: features + packed isolation forest + thresholds + metadata.
+
+This is the object other services import::
+
+    model = detector.load_model("models/detector.joblib")
+    result = model.score(df)            # one row out per row in, scored or rejected
+    one = model.score_one({...})        # one declaration as a dict, sub-millisecond
+
+Scores go one way everywhere: ``anomaly_score`` in (0, 1], higher = more suspicious.
+The flip from scikit-learn's convention happens once, in ``PackedForest.anomaly_score``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import NotFittedError, SchemaError
+from .features import DeclarationFeatures
+from .forest import PackedForest
+from .reasons import FEATURE_MEANING, counterfactual_reasons, reason_texts
+from .schema import ColumnMapping, apply_column_mapping
+from .validate import validate
+
+__all__ = ["DeclarationModel", "train", "parse_lanes", "OUTPUT_COLUMNS"]
+
+OUTPUT_COLUMNS = ("declaration_id", "anomaly_score", "rank", "flagged", "lane",
+                  "random_selected", "reasons")
+_LANE_ORDER = ("red", "yellow", "orange", "blue")
+
+
+def parse_lanes(text: str | Mapping[str, float] | None, budget: float) -> dict[str, float]:
+    """``"red=0.01,yellow=0.04"`` -> {"red": 0.01, "yellow": 0.04}; default red=budget.
+
+    Shares are of all declarations and stack in the order given: red takes the top 1%,
+    yellow the next 4%. Everything else is green.
+    """
+    if text is None or text == "":
+        return {"red": float(budget)}
+    if isinstance(text, Mapping):
+        items = [(str(k), v) for k, v in text.items()]
+    else:
+        items = []
+        for part in str(text).split(","):
+            name, sep, share = part.partition("=")
+            if not sep:
+                raise ValueError(f"lanes must look like 'red=0.01,yellow=0.04', got {text!r}")
+            items.append((name.strip().lower(), share.strip()))
+    lanes: dict[str, float] = {}
+    for name, share in items:
+        try:
+            v = float(share)
+        except (TypeError, ValueError):
+            raise ValueError(f"lane {name!r} share must be a number, got {share!r}") from None
+        if not name or name == "green" or name in lanes:
+            raise ValueError(f"lane names must be unique and not 'green', got {name!r}")
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"lane {name!r} share must be in (0, 1), got {v}")
+        lanes[name] = v
+    total = sum(lanes.values())
+    if total >= 1.0:
+        raise ValueError(f"lane shares must add up to less than 1, got {total:g}")
+    return lanes
+
+
+def _fingerprint(df: pd.DataFrame) -> str:
+    """sha256 of the canonical training frame (sorted columns, values only)."""
+    cols = sorted(df.columns)
+    h = hashlib.sha256()
+    h.update(("|".join(cols)).encode())
+    if len(df):
+        h.update(pd.util.hash_pandas_object(df[cols], index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _random_pick(ids: np.ndarray, seed: int, share: float) -> np.ndarray:
+    """Seeded random selection that depends only on the id: the same declaration is
+    picked (or not) whatever the chunking, the row order or the score."""
+    if share <= 0 or len(ids) == 0:
+        return np.zeros(len(ids), dtype=bool)
+    key = f"{int(seed) & 0xFFFFFFFFFFFF:016x}"[-16:]
+    h = pd.util.hash_array(np.asarray(ids, dtype=object), hash_key=key, categorize=False)
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53) < share
+
+
+class DeclarationModel:
+    """Unsupervised declaration risk model.
+
+    Parameters
+    ----------
+    n_estimators, max_samples : forest size (scikit-learn's IsolationForest).
+    budget : share of declarations flagged, set on the training score distribution.
+    lanes : lane shares, e.g. ``{"red": 0.01, "yellow": 0.04}``; default red = budget.
+    random_share : share of declarations selected at random for inspection whatever
+        their score, so that inspection outcomes stay an unbiased sample.
+    seed : seeds the forest and the random selection.
+    min_rows : reference tables need this many rows before a code gets its own.
+    candidates : features tried per row when looking for reasons.
+    """
+
+    def __init__(self, n_estimators: int = 200, max_samples: int | str = 256,
+                 budget: float = 0.01, lanes: Mapping[str, float] | str | None = None,
+                 random_share: float = 0.0, seed: int = 0, min_rows: int = 30,
+                 candidates: int = 4):
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.budget = budget
+        self.lanes = lanes
+        self.random_share = random_share
+        self.seed = seed
+        self.min_rows = min_rows
+        self.candidates = candidates
+
+    # ---- training -----------------------------------------------------------------------
+    def _check_params(self) -> None:
+        if not 0.0 < float(self.budget) < 1.0:
+            raise ValueError(f"budget must be in (0, 1), got {self.budget!r}")
+        if not 0.0 <= float(self.random_share) < 1.0:
+            raise ValueError(f"random_share must be in [0, 1), got {self.random_share!r}")
+        if int(self.n_estimators) < 1:
+            raise ValueError(f"n_estimators must be >= 1, got {self.n_estimators!r}")
+
+    def fit(self, df: pd.DataFrame, *, validated: bool = False) -> DeclarationModel:
+        """Validate, learn references, fit the forest and set the budget thresholds."""
+        from sklearn.ensemble import IsolationForest  # training only: scoring never needs it
+
+        self._check_params()
+        lanes = parse_lanes(self.lanes, self.budget)
+        started = time.time()
+        if validated:
+            valid, n_rejected = df, 0
+        else:
+            res = validate(df)
+            valid, n_rejected = res.valid, len(res.rejects)
+        if len(valid) < 2:
+            raise SchemaError(f"training needs at least 2 valid declarations, got {len(valid)} "
+                              f"({n_rejected} rejected)")
+        features = DeclarationFeatures(min_rows=self.min_rows)
+        X = features.fit_transform(valid)
+        iso = IsolationForest(n_estimators=int(self.n_estimators), max_samples=self.max_samples,
+                              random_state=int(self.seed))
+        iso.fit(X)
+        forest = PackedForest.from_sklearn(iso)
+        train_scores = forest.anomaly_score(X)
+        self.features_ = features
+        self.forest_ = forest
+        self.threshold_ = float(np.quantile(train_scores, 1.0 - float(self.budget)))
+        cum, thresholds = 0.0, {}
+        for name, share in lanes.items():
+            cum += share
+            thresholds[name] = float(np.quantile(train_scores, 1.0 - cum))
+        self.lane_thresholds_ = thresholds
+        import sklearn
+
+        self.metadata_ = {
+            "model": "DeclarationModel",
+            "features": list(features.feature_names_),
+            "disabled_features": features.disabled_,
+            "input_columns": features.input_columns_,
+            "training": {"rows": int(len(valid)), "rejected": int(n_rejected),
+                         "sha256": _fingerprint(valid), "seconds": round(time.time() - started, 3),
+                         "trained_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                         "sklearn_version": sklearn.__version__},
+            "params": {"n_estimators": int(self.n_estimators),
+                       "max_samples": self.max_samples if isinstance(self.max_samples, str)
+                       else float(self.max_samples) if isinstance(self.max_samples, float)
+                       else int(self.max_samples),
+                       "budget": float(self.budget), "lanes": lanes,
+                       "random_share": float(self.random_share), "seed": int(self.seed),
+                       "min_rows": int(self.min_rows), "candidates": int(self.candidates)},
+            "threshold": self.threshold_,
+            "lane_thresholds": thresholds,
+            "train_score_quantiles": {str(q): float(np.quantile(train_scores, q))
+                                      for q in (0.5, 0.9, 0.95, 0.99, 0.999)},
+        }
+        self._train_scores_sample = np.sort(train_scores)[:: max(1, len(train_scores) // 2000)]
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "forest_"):
+            raise NotFittedError("DeclarationModel is not fitted; call fit(df) or load_model()")
+
+    # ---- scoring ------------------------------------------------------------------------
+    def _lane(self, scores: np.ndarray) -> np.ndarray:
+        lane = np.full(len(scores), "green", dtype=object)
+        # Most severe last so that it wins.
+        for name, thr in reversed(list(self.lane_thresholds_.items())):
+            lane = np.where(scores >= thr, name, lane)
+        return lane
+
+    def score_valid(self, valid: pd.DataFrame, context=None) -> pd.DataFrame:
+        """Score rows that passed validation; no rank (that needs the whole batch).
+
+        ``context`` carries batch-wide facts (parcel bursts) when a file is scored in
+        chunks; ``None`` computes them from ``valid`` itself.
+        """
+        self._check_fitted()
+        if context is None:
+            context = DeclarationFeatures.burst_context(valid)
+        X, det = self.features_.transform_details(valid, context)
+        scores = self.forest_.anomaly_score(X)
+        idx, _ = counterfactual_reasons(self.features_, self.forest_, X, scores,
+                                        candidates=int(self.candidates))
+        reasons = reason_texts(self.features_, X, det, idx)
+        ids = valid["declaration_id"].to_numpy(dtype=object)
+        picked = _random_pick(ids, self.seed, self.random_share)
+        lane = self._lane(scores)
+        first_lane = next(iter(self.lane_thresholds_), "red")
+        if picked.any():
+            lane = np.where(picked & (lane == "green"), first_lane, lane)
+            note = (f"RANDOM_SELECTION: selected at random ({self.random_share:.2%} of "
+                    "declarations) so that inspection outcomes stay unbiased")
+            for i in np.flatnonzero(picked):
+                reasons[i] = [*reasons[i], note]
+        return pd.DataFrame({
+            "declaration_id": ids,
+            "anomaly_score": scores,
+            "flagged": scores >= self.threshold_,
+            "lane": lane,
+            "random_selected": picked,
+            "reasons": reasons,
+        }, index=valid.index)
+
+    def score(self, df: pd.DataFrame, columns: ColumnMapping | Mapping | None = None
+              ) -> pd.DataFrame:
+        """Score a frame: one output row per input row, in input order.
+
+        Rows that fail validation are not dropped: they come out with ``status``
+        "rejected", no score, lane "rejected" and the reason in ``reasons``.
+        """
+        self._check_fitted()
+        if columns is not None:
+            df = apply_column_mapping(df, columns)
+        df = df.reset_index(drop=True)
+        res = validate(df)
+        scored = self.score_valid(res.valid)
+        out = pd.DataFrame(index=df.index)
+        ids = df["declaration_id"] if "declaration_id" in df.columns else pd.Series(
+            [None] * len(df), index=df.index)
+        out["declaration_id"] = pd.Series(ids, dtype="str")
+        out["anomaly_score"] = np.nan
+        out.loc[scored.index, "anomaly_score"] = scored["anomaly_score"].to_numpy()
+        s = out["anomaly_score"].to_numpy()
+        order = np.argsort(-np.where(np.isnan(s), -np.inf, s), kind="stable")
+        rank = np.empty(len(s), dtype=np.int64)
+        rank[order] = np.arange(1, len(s) + 1)
+        out["rank"] = pd.array(np.where(np.isnan(s), 0, rank), dtype="Int64")
+        out.loc[np.isnan(s), "rank"] = pd.NA
+        out["flagged"] = False
+        out.loc[scored.index, "flagged"] = scored["flagged"].to_numpy()
+        out["lane"] = "rejected"
+        out.loc[scored.index, "lane"] = scored["lane"].to_numpy()
+        out["random_selected"] = False
+        out.loc[scored.index, "random_selected"] = scored["random_selected"].to_numpy()
+        reasons = [[] for _ in range(len(df))]
+        for i, rs in zip(scored.index, scored["reasons"], strict=True):
+            reasons[i] = rs
+        rej = res.rejects
+        for rn, col, why in zip(rej["row_number"], rej["column"], rej["reason"], strict=True):
+            reasons[int(rn) - 1] = [f"REJECTED ({col}): {why}"]
+        out["reasons"] = reasons
+        out["status"] = np.where(out["lane"] == "rejected", "rejected", "scored")
+        return out
+
+    def score_one(self, record: Mapping[str, Any], context: dict | None = None) -> dict:
+        """Score one declaration given as a dict; the low-latency path (no pandas).
+
+        Returns ``{"declaration_id", "anomaly_score", "flagged", "lane",
+        "random_selected", "reasons", "status"}``; a record that breaks the contract
+        comes back with status "rejected" and the reasons, never an exception.
+        """
+        self._check_fitted()
+        from .validate import check_record
+
+        clean, problems = check_record(record)
+        did = clean.get("declaration_id")
+        if problems:
+            return {"declaration_id": did, "anomaly_score": None, "flagged": False,
+                    "lane": "rejected", "random_selected": False, "status": "rejected",
+                    "reasons": [f"REJECTED ({c}): {why}" for c, why in problems]}
+        X, det = self.features_.transform_record(clean, context)
+        score = self.forest_.score_one(X[0])
+        scores = np.array([score])
+        idx, _ = counterfactual_reasons(self.features_, self.forest_, X, scores,
+                                        candidates=int(self.candidates))
+        reasons = reason_texts(self.features_, X, det, idx)[0]
+        picked = bool(_random_pick(np.array([did], dtype=object), self.seed,
+                                   self.random_share)[0]) if self.random_share > 0 else False
+        lane = str(self._lane(scores)[0])
+        if picked and lane == "green":
+            lane = next(iter(self.lane_thresholds_), "red")
+            reasons.append(f"RANDOM_SELECTION: selected at random ({self.random_share:.2%} of "
+                           "declarations) so that inspection outcomes stay unbiased")
+        return {"declaration_id": did, "anomaly_score": score,
+                "flagged": bool(score >= self.threshold_), "lane": lane,
+                "random_selected": picked, "reasons": reasons, "status": "scored"}
+
+    def explain(self, data: pd.DataFrame | Mapping[str, Any], declaration_id: str | None = None,
+                context=None) -> dict:
+        """One declaration's score, lane and every feature against its reference.
+
+        ``data`` is a dict (one declaration) or a frame with ``declaration_id``; each
+        feature is returned with its value, the typical (training median) value, and
+        how much the score would fall if that feature alone were typical.
+        """
+        self._check_fitted()
+        if isinstance(data, Mapping):
+            record = dict(data)
+        else:
+            if declaration_id is None:
+                raise ValueError("explain on a frame needs declaration_id")
+            ids = data["declaration_id"].astype(str).str.strip()
+            hit = data[ids == str(declaration_id).strip()]
+            if hit.empty:
+                raise KeyError(f"declaration_id {declaration_id!r} not found in the input "
+                               f"({len(data)} rows)")
+            if context is None:
+                context = DeclarationFeatures.burst_context(validate(data).valid)
+            record = hit.iloc[0].to_dict()
+        from .validate import check_record
+
+        clean, problems = check_record(record)
+        if problems:
+            return {"declaration_id": clean.get("declaration_id"), "status": "rejected",
+                    "reasons": [f"REJECTED ({c}): {why}" for c, why in problems]}
+        if isinstance(context, pd.Series):
+            context = {k: int(v) for k, v in context.items()}
+        X, det = self.features_.transform_record(clean, context)
+        score = self.forest_.score_one(X[0])
+        names = self.features_.feature_names_
+        k = len(names)
+        idx, drops = counterfactual_reasons(self.features_, self.forest_, X, np.array([score]),
+                                            candidates=k, top=k)
+        drop_by = {names[j]: float(d) for j, d in zip(idx[0], drops[0], strict=True) if j >= 0}
+        reasons = reason_texts(self.features_, X, det, idx[:, :3])[0]
+        rows = []
+        for j, name in enumerate(names):
+            rows.append({"feature": name, "meaning": FEATURE_MEANING.get(name, ""),
+                         "value": float(X[0, j]), "typical": float(self.features_.neutral_[j]),
+                         "spread": float(self.features_.spread_[j]),
+                         "score_drop_if_typical": drop_by.get(name, 0.0)})
+        rows.sort(key=lambda r: -r["score_drop_if_typical"])
+        return {"declaration_id": clean.get("declaration_id"), "status": "scored",
+                "anomaly_score": score, "flagged": bool(score >= self.threshold_),
+                "lane": str(self._lane(np.array([score]))[0]), "threshold": self.threshold_,
+                "reasons": reasons, "features": rows}
+
+    # ---- persistence --------------------------------------------------------------------
+    def to_state(self) -> dict:
+        self._check_fitted()
+        return {"params": {k: getattr(self, k) if not isinstance(getattr(self, k), Mapping)
+                           else dict(getattr(self, k))
+                           for k in ("n_estimators", "max_samples", "budget", "random_share",
+                                     "seed", "min_rows", "candidates")},
+                "lanes": dict(self.lane_thresholds_),
+                "lane_shares": parse_lanes(self.lanes, self.budget),
+                "threshold": float(self.threshold_),
+                "features": self.features_.to_state(),
+                "forest": self.forest_.to_state(),
+                "train_scores_sample": self._train_scores_sample}
+
+    @classmethod
+    def from_state(cls, state: dict, metadata: dict | None = None) -> DeclarationModel:
+        self = cls(**state["params"], lanes=dict(state["lane_shares"]))
+        self.lane_thresholds_ = {str(k): float(v) for k, v in state["lanes"].items()}
+        self.threshold_ = float(state["threshold"])
+        self.features_ = DeclarationFeatures.from_state(state["features"])
+        self.forest_ = PackedForest.from_state(state["forest"])
+        self._train_scores_sample = np.asarray(state["train_scores_sample"])
+        self.metadata_ = dict(metadata or {})
+        if self.forest_.n_features_in_ != len(self.features_.feature_names_):
+            raise SchemaError(f"model file is inconsistent: forest expects "
+                              f"{self.forest_.n_features_in_} features, feature builder makes "
+                              f"{len(self.features_.feature_names_)}")
+        return self
+
+    def save(self, path) -> dict:
+        """Write the model artifact atomically; returns the stamped metadata."""
+        from .artifact import save_artifact
+
+        meta = save_artifact(path, self.to_state(), self.metadata_)
+        self.metadata_ = meta
+        return meta
+
+    def __repr__(self) -> str:
+        fitted = hasattr(self, "forest_")
+        return (f"DeclarationModel(n_estimators={self.n_estimators}, budget={self.budget}, "
+                f"seed={self.seed}{', fitted' if fitted else ''})")
+
+
+
+
+
+def train(df: pd.DataFrame, *, columns: ColumnMapping | Mapping | None = None,
+          budget: float = 0.01, lanes: Mapping[str, float] | str | None = None,
+          random_share: float = 0.0, trees: int = 200, max_samples: int | str = 256,
+          seed: int = 0, min_rows: int = 30) -> DeclarationModel:
+    """Validate ``df`` (after an optional column mapping) and fit a DeclarationModel."""
+    if columns is not None:
+        df = apply_column_mapping(df, columns)
+    model = DeclarationModel(n_estimators=trees, max_samples=max_samples, budget=budget,
+                             lanes=lanes, random_share=random_share, seed=seed,
+                             min_rows=min_rows)
+    return model.fit(df)
+
+
+
+

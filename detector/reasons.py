@@ -1,0 +1,260 @@
+"""Per-declaration reasons: which features drove *this* row's isolation, in words.
+
+A reason is found by counterfactual: put one feature back to its typical (training
+median) value, rescore, and see how much the anomaly score falls. The features whose
+return to normal lowers the score most are the reasons, in that order. Only the few
+features that deviate most from typical (``candidates``) are tried per row, which
+keeps the cost at a few extra forest passes however many features there are.
+
+Each reason is a stable code and a sentence with the numbers, e.g.
+``MASS_PER_UNIT_HIGH: 41.3 kg per m2 vs 18-22 typical for hs 690721``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .features import _DERIVED_FROM, FEATURES
+
+__all__ = ["counterfactual_reasons", "reason_texts", "MIN_DROP", "REASON_CODES"]
+
+# A reason must lower the anomaly score by at least this much when undone; smaller
+# effects are noise of the forest, not an explanation.
+MIN_DROP = 0.005
+
+REASON_CODES: dict[str, tuple[str, str]] = {  # feature -> (code if high, code if low)
+    "mass_per_unit_z": ("MASS_PER_UNIT_HIGH", "MASS_PER_UNIT_LOW"),
+    "mass_per_package_z": ("MASS_PER_PACKAGE_HIGH", "MASS_PER_PACKAGE_LOW"),
+    "tare_per_package_z": ("PACKAGING_MASS_HIGH", "PACKAGING_MASS_LOW"),
+    "measured_mass_z": ("MEASURED_MASS_ABOVE_DECLARED", "MEASURED_MASS_BELOW_DECLARED"),
+    "value_per_kg_z": ("VALUE_PER_KG_HIGH", "VALUE_PER_KG_LOW"),
+    "value_per_unit_z": ("VALUE_PER_UNIT_HIGH", "VALUE_PER_UNIT_LOW"),
+    "value_vs_history_z": ("VALUE_ABOVE_OWN_HISTORY", "VALUE_BELOW_OWN_HISTORY"),
+    "composition_foreign": ("COMPOSITION_FOREIGN_TO_HEADING", "COMPOSITION_FOREIGN_TO_HEADING"),
+    "rare_earth_excess": ("RARE_EARTH_IN_COMPOSITION", "RARE_EARTH_IN_COMPOSITION"),
+    "composition_surprise": ("COMPOSITION_UNEXPECTED", "COMPOSITION_MISSING"),
+    "description_foreign": ("DESCRIPTION_WORDS_FOREIGN", "DESCRIPTION_WORDS_FOREIGN"),
+    "origin_rarity": ("ORIGIN_RARE_FOR_COMMODITY", "ORIGIN_RARE_FOR_COMMODITY"),
+    "origin_dispatch_rarity": ("ROUTE_RARE_FOR_ORIGIN", "ROUTE_RARE_FOR_ORIGIN"),
+    "origin_differs": ("ORIGIN_DIFFERS_FROM_DISPATCH", "ORIGIN_EQUALS_DISPATCH"),
+    "exporter_origin_rarity": ("ORIGIN_NEW_FOR_EXPORTER", "ORIGIN_NEW_FOR_EXPORTER"),
+    "exporter_commodity_rarity": ("COMMODITY_NEW_FOR_EXPORTER", "COMMODITY_NEW_FOR_EXPORTER"),
+    "mode_rarity": ("TRANSPORT_MODE_RARE", "TRANSPORT_MODE_RARE"),
+    "package_rarity": ("PACKAGE_TYPE_RARE", "PACKAGE_TYPE_RARE"),
+    "unit_rarity": ("UNIT_RARE_FOR_COMMODITY", "UNIT_RARE_FOR_COMMODITY"),
+    "exporter_history": ("NEW_EXPORTER", "ESTABLISHED_EXPORTER"),
+    "importer_history": ("NEW_IMPORTER", "ESTABLISHED_IMPORTER"),
+    "parcel_burst": ("PARCEL_BURST", "PARCEL_BURST"),
+}
+_DERIVED = frozenset(_DERIVED_FROM)
+_KIND = {f.name: f.kind for f in FEATURES}
+_ONE_SIDED = frozenset({"surprisal", "share", "history", "flag"})
+# What "unusual on its own" means per kind of feature (in the feature's own units):
+# z-scores beyond 2 (signed-log scale), categories under 10% likely, any foreign share,
+# traders seen at most 5 times, a set flag.
+_UNUSUAL = {"z": float(np.log1p(2.0)), "surprisal": float(-np.log(0.10)), "share": 1e-9,
+            "history": 1.0 / 6.0, "flag": 0.5, "derived": np.inf}
+
+
+def counterfactual_reasons(features, forest, X: np.ndarray, scores: np.ndarray,
+                           candidates: int = 4, top: int = 3):
+    """Feature indices (n, top) of each row's reasons (-1 = none) and their score drops.
+
+    ``scores`` are the rows' anomaly scores (higher = more suspicious) from ``forest``.
+    """
+    n, p = X.shape
+    names = features.feature_names_
+    base = np.array([j for j, f in enumerate(names) if f not in _DERIVED], dtype=np.int64)
+    k = int(min(candidates, len(base)))
+    idx = np.full((n, top), -1, dtype=np.int64)
+    drops = np.zeros((n, top))
+    if n == 0 or k == 0:
+        return idx, drops
+    # How far each feature is from typical, in units of its training spread. Rarity,
+    # novelty and share features are one-sided: being more common than typical is not a
+    # reason for suspicion, so only their upper side counts.
+    diff = X[:, base] - features.neutral_[base]
+    one_sided = np.array([_KIND[names[j]] in _ONE_SIDED for j in base])
+    diff = np.where(one_sided[None, :], np.maximum(diff, 0.0), diff)
+    dev = np.abs(diff) / features.spread_[base]
+    # A reason must also be unusual on its own terms (outside the typical range it quotes),
+    # however much the forest happens to lean on it.
+    floor = np.array([_UNUSUAL[_KIND[names[j]]] for j in base])
+    dev = np.where(np.abs(X[:, base]) >= floor[None, :], dev, 0.0)
+    order = np.argsort(-dev, axis=1, kind="stable")[:, :k]
+    cand = base[order]                                   # (n, k) feature indices
+    Xc = np.repeat(X, k, axis=0)
+    rows = np.arange(n * k)
+    cols = cand.reshape(-1)
+    Xc[rows, cols] = features.neutral_[cols]
+    features.refresh_derived(Xc)
+    cf = forest.anomaly_score(Xc).reshape(n, k)
+    drop = scores[:, None] - cf                          # how much normal-izing helps
+    # Only features that actually moved away from typical can be reasons.
+    drop = np.where(np.take_along_axis(dev, order, axis=1) > 1e-9, drop, -np.inf)
+    best = np.argsort(-drop, axis=1, kind="stable")[:, :top]
+    best_drop = np.take_along_axis(drop, best, axis=1)
+    best_idx = np.take_along_axis(cand, best, axis=1)
+    ok = best_drop >= MIN_DROP
+    m = min(top, best.shape[1])
+    idx[:, :m] = np.where(ok, best_idx, -1)
+    drops[:, :m] = np.where(ok, best_drop, 0.0)
+    return idx, drops
+
+
+# --- words ---------------------------------------------------------------------------------
+
+def _num(x: np.ndarray) -> np.ndarray:
+    """Numbers as short text with 3 significant digits, vectorized."""
+    x = np.asarray(x, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.floor(np.log10(np.abs(np.where(x == 0, 1, x))))
+    dec = np.clip(2 - mag, 0, 6).astype(int)
+    out = np.empty(len(x), dtype=object)
+    for d in np.unique(dec):
+        m = dec == d
+        out[m] = pd.Series(np.round(x[m], d)).map(("{:." + str(d) + "f}").format).to_numpy()
+    out[~np.isfinite(x)] = "n/a"
+    return out
+
+
+def _pct(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=float) * 100
+    small = np.abs(x) < 1
+    return np.where(small, _num(x), _num(np.round(x))).astype(object) + "%"
+
+
+def _s(a) -> np.ndarray:
+    return pd.Series(a, dtype="object").fillna("?").astype(str).to_numpy(dtype=object)
+
+
+def _level_label(det, lvl: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    hs = det["hs_text"][rows]
+    cut = np.array([99, 6, 4, 2, 0])[np.clip(lvl, 0, 4)]
+    out = np.array(["hs " + h[:c] if c else "all goods" for h, c in zip(hs, cut, strict=True)],
+                   dtype=object)
+    return out
+
+
+def _range(det, name, rows):
+    med, sc = det[f"{name}|med"][rows], det[f"{name}|scale"][rows]
+    return _num(np.exp(med - 2 * sc)), _num(np.exp(med + 2 * sc))
+
+
+def _sentences(name: str, high: np.ndarray, det, rows: np.ndarray) -> np.ndarray:
+    """The numbers behind one feature's reason for the given rows."""
+    r = det["r"]
+    X = det["X"]
+    j = det["names"].index(name)
+    v = X[rows, j]
+    if name in ("mass_per_unit_z", "value_per_unit_z", "mass_per_package_z", "value_per_kg_z",
+                "tare_per_package_z"):
+        base = name[:-2]
+        lo, hi = _range(det, base, rows)
+        x = det[f"{base}|x"][rows]
+        where = _level_label(det, det[f"{base}|level"][rows], rows)
+        if name == "tare_per_package_z":
+            val, lo, hi = _num(np.expm1(x)), _num(np.expm1(det[f"{base}|med"][rows]
+                                                           - 2 * det[f"{base}|scale"][rows])), \
+                _num(np.expm1(det[f"{base}|med"][rows] + 2 * det[f"{base}|scale"][rows]))
+            return (val + " kg of packaging per " + _s(r["package_type_raw"][rows])
+                    + " package (gross - net) vs " + lo + "-" + hi + " typical for " + where)
+        val = _num(np.exp(x))
+        unit = _s(r["unit_raw"][rows])
+        cur = "value "
+        if name == "mass_per_unit_z":
+            return val + " kg per " + unit + " vs " + lo + "-" + hi + " typical for " + where
+        if name == "mass_per_package_z":
+            return (val + " kg per package (" + _s(r["package_type_raw"][rows]) + ") vs " + lo
+                    + "-" + hi + " typical for " + where)
+        if name == "value_per_kg_z":
+            return cur + val + " per kg vs " + lo + "-" + hi + " typical for " + where
+        return cur + val + " per " + unit + " vs " + lo + "-" + hi + " typical for " + where
+    if name == "measured_mass_z":
+        x = det["measured_mass|x"][rows]
+        declared = np.where(np.isfinite(r["gross_mass_kg"][rows]), r["gross_mass_kg"][rows],
+                            r["net_mass_kg"][rows])
+        return ("weighed " + _num(r["measured_mass_kg"][rows]) + " kg at the border vs "
+                + _num(declared) + " kg declared (" + _pct(np.exp(x) - 1) + ")")
+    if name == "value_vs_history_z":
+        x = det["value_per_kg|x"][rows]
+        return ("value " + _num(np.exp(x)) + " per kg vs " + _num(np.exp(det["history|med"][rows]))
+                + " usual for exporter " + _s(r["exporter_id_raw"][rows]) + " on this code")
+    hs = det["hs_text"][rows]
+    hs4 = np.array([h[:4] for h in hs], dtype=object)
+    if name == "composition_foreign":
+        return (_pct(v) + " of the declared composition is made of components rarely "
+                "declared under hs " + hs4 + " ('" + _s(r["composition"][rows]) + "')")
+    if name == "rare_earth_excess":
+        return ("rare-earth compounds make " + _pct(v) + " of the declared composition, "
+                "unusual under hs " + hs4 + " ('" + _s(r["composition"][rows]) + "')")
+    if name == "composition_surprise":
+        p = det["composition|p_decl"][rows]
+        return np.where(high | (r["composition"][rows] != None),  # noqa: E711
+                        "composition declared where only " + _pct(p) + " of hs " + hs4
+                        + " declarations state one",
+                        "no composition declared where " + _pct(p) + " of hs " + hs4
+                        + " declarations state one")
+    if name == "description_foreign":
+        return ("description '" + _s(r["description"][rows]) + "' uses words never seen "
+                "for hs " + hs4 + " (" + _pct(v) + " of its words)")
+    p = np.exp(-v)  # surprisal features are -log(probability)
+    if name == "origin_rarity":
+        return ("origin " + _s(r["origin_country_raw"][rows]) + " is " + _pct(p)
+                + " of hs " + hs4 + " declarations")
+    if name == "origin_dispatch_rarity":
+        return ("origin " + _s(r["origin_country_raw"][rows]) + " dispatched from "
+                + _s(r["dispatch_country_raw"][rows]) + ": " + _pct(p)
+                + " of that origin's declarations")
+    if name == "origin_differs":
+        return ("origin " + _s(r["origin_country_raw"][rows]) + " but dispatched from "
+                + _s(r["dispatch_country_raw"][rows]))
+    if name == "exporter_origin_rarity":
+        return ("exporter " + _s(r["exporter_id_raw"][rows]) + " declares origin "
+                + _s(r["origin_country_raw"][rows]) + " in " + _pct(p) + " of its history")
+    if name == "exporter_commodity_rarity":
+        return ("exporter " + _s(r["exporter_id_raw"][rows]) + " ships hs " + hs4 + " in "
+                + _pct(p) + " of its history")
+    if name == "mode_rarity":
+        return ("transport " + _s(r["transport_mode_raw"][rows]) + " is " + _pct(p)
+                + " of hs " + hs4 + " declarations")
+    if name == "package_rarity":
+        return ("package type " + _s(r["package_type_raw"][rows]) + " is " + _pct(p)
+                + " of hs " + hs4 + " declarations")
+    if name == "unit_rarity":
+        return ("unit " + _s(r["unit_raw"][rows]) + " is " + _pct(p) + " of hs " + hs4
+                + " declarations")
+    if name in ("exporter_history", "importer_history"):
+        who = "exporter" if name == "exporter_history" else "importer"
+        seen = np.round(1.0 / np.maximum(v, 1e-9) - 1.0).astype(int)
+        ids = _s(r[f"{who}_id_raw"][rows])
+        return np.where(seen == 0, who + " " + ids + " never seen in training",
+                        who + " " + ids + " seen only " + pd.Series(seen).astype(str)
+                        .to_numpy(dtype=object) + " times in training")
+    if name == "parcel_burst":
+        return ("post/courier items from exporter " + _s(r["exporter_id_raw"][rows])
+                + " that day: " + _num(np.exp(v)) + "x its usual daily count")
+    return np.full(len(rows), name, dtype=object)
+
+
+def reason_texts(features, X: np.ndarray, det: dict, idx: np.ndarray) -> list[list[str]]:
+    """Reason strings per row from the feature indices chosen by counterfactual."""
+    n, top = idx.shape
+    names = features.feature_names_
+    det = dict(det, X=X, names=names)
+    neutral = features.neutral_
+    out = np.empty((n, top), dtype=object)
+    for j in np.unique(idx[idx >= 0]):
+        name = names[j]
+        rows_k = np.nonzero(idx == j)
+        rows = rows_k[0]
+        high = X[rows, j] > neutral[j]
+        hi_code, lo_code = REASON_CODES.get(name, (name.upper(), name.upper()))
+        codes = np.where(high, hi_code, lo_code).astype(object)
+        text = codes + ": " + _sentences(name, high, det, rows)
+        out[rows_k] = text
+    return [[t for t in row if t is not None] for row in out.tolist()]
+
+
+FEATURE_MEANING = {f.name: f.meaning for f in FEATURES}

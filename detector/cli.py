@@ -263,5 +263,32 @@ def explain(model, input, declaration_id, as_json, columns, encoding):
                    f"{f['score_drop_if_typical']:12.4f}  {f['meaning']}")
 
 
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("scored", type=click.Path(dir_okay=False))
+@click.option("--labels", "labels", type=click.Path(dir_okay=False), default=None,
+              help="Original or labelled declarations (joined on declaration_id): adds "
+                   "breakdowns, and precision/recall/revenue when is_fraud is present.")
+@click.option("--top", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Number of flagged declarations listed with their reasons.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="HTML file (self-contained: plots inlined, no network).")
+@_columns
+@_encoding
+@_force
+@_errors
+def report(model, scored, labels, top, output, columns, encoding, force):
+    """Write an HTML risk report from the output of `detector score`."""
+    from .report import write_report
+
+    _note(f"building report from {scored}" + (f" and {labels}" if labels else ""))
+    summary = write_report(model, scored, output, labels=labels, top=top, force=force,
+                           columns=columns, encoding=encoding)
+    _note(f"report: {summary['scored']:,} scored, {summary['rejected']:,} rejected, "
+          f"{summary['flagged']:,} flagged, {summary['images']} plots; wrote {output} "
+          f"({summary['bytes'] / 1024:,.0f} kB) in {summary['seconds']:.1f} s")
+    _out(summary)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -240,6 +240,23 @@ def _explode(uniq: np.ndarray, split) -> tuple[np.ndarray, list]:
     return np.asarray(owner, dtype=np.int64), items
 
 
+def _expand(owner: np.ndarray, n_uniq: int, row_u: np.ndarray):
+    """Join rows to the items of their unique text, in numpy (no pandas merge).
+
+    ``owner`` gives each item's unique-text index (items grouped by owner, ascending),
+    ``row_u`` each row's unique-text index (-1 for none). Returns (row per pair, item
+    index per pair): the rows x items expansion of a join on the text.
+    """
+    cnt = np.bincount(owner, minlength=n_uniq)
+    start = np.concatenate(([0], np.cumsum(cnt)[:-1]))
+    rows = np.flatnonzero(row_u >= 0)
+    u = row_u[rows]
+    k = cnt[u]
+    rows_rep = np.repeat(rows, k)
+    within = np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k)
+    return rows_rep, np.repeat(start[u], k) + within
+
+
 def _tokens(text: str) -> list[str]:
     return sorted(set(_TOKEN.findall(text.lower())))
 
@@ -635,8 +652,9 @@ class DeclarationFeatures:
     def _price_history(self, r, loo: bool):
         t = self.tables_
         key = _pair(r["exporter_id"], r["hs"], len(t["vocab_hs"]))
-        cnt = _lookup(t["hist|key"], t["hist|n"], key, 0).astype(float) - (1 if loo else 0)
-        med = _lookup(t["hist|key"], t["hist|med"], key, np.nan)
+        pos = self._pos("hist", key)
+        cnt = self._val("hist", "n", pos, 0).astype(float) - (1 if loo else 0)
+        med = self._val("hist", "med", pos, np.nan)
         x = self._ratio("value_per_kg", r)
         z = np.clip((x - med) / t["hist|scale"][0], -_Z_CLIP, _Z_CLIP)
         return np.where(cnt >= _HISTORY_MIN_ROWS, z, np.nan), med
@@ -653,6 +671,40 @@ class DeclarationFeatures:
         t["burst|typical"] = daily.to_numpy(float)
 
     # ---- transform -------------------------------------------------------------------------
+    def _pos(self, prefix: str, keys: np.ndarray) -> np.ndarray:
+        """Row positions of ``keys`` in the table ``prefix`` (-1 when absent).
+
+        Keys are small integers (codes, or pairs of codes), so a dense position index
+        makes each lookup one array access instead of a binary search; it is built once
+        per table on first use (not stored in the artifact) and skipped for tables whose
+        key space is too large to index densely.
+        """
+        tk = self.tables_[f"{prefix}|key"]
+        cache = self.__dict__.setdefault("_index_cache", {})
+        dense = cache.get(prefix)
+        if dense is None:
+            top = int(tk.max()) + 1 if len(tk) else 0
+            if top <= 4_000_000:
+                dense = np.full(top + 1, -1, dtype=np.int64)
+                dense[tk] = np.arange(len(tk))
+            else:
+                dense = False
+            cache[prefix] = dense
+        if dense is False:
+            if len(tk) == 0:
+                return np.full(len(keys), -1, dtype=np.int64)
+            pos = np.minimum(np.searchsorted(tk, keys), len(tk) - 1)
+            return np.where((tk[pos] == keys) & (keys >= 0), pos, -1)
+        inside = (keys >= 0) & (keys < len(dense) - 1)
+        return np.where(inside, dense[np.where(inside, keys, len(dense) - 1)], -1)
+
+    def _val(self, prefix: str, field: str, pos: np.ndarray, default) -> np.ndarray:
+        vals = self.tables_[f"{prefix}|{field}"]
+        if len(vals) == 0:
+            return np.full(len(pos), default, dtype=float if isinstance(default, float)
+                           else np.asarray(default).dtype)
+        return np.where(pos >= 0, vals[np.maximum(pos, 0)], default)
+
     def _backoff(self, name: str, r) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Median, scale and HS level (0=full .. 3=hs2, 4=all) of the finest reference
         learned from at least ``min_rows`` rows."""
@@ -663,23 +715,21 @@ class DeclarationFeatures:
         level = np.full(n, len(LEVELS), dtype=np.int64)
         for i in range(len(LEVELS) - 1, -1, -1):  # coarse to fine: finer overwrites
             lvl = LEVELS[i]
-            key = self._key(name, r, lvl)
-            tk = t[f"{name}|{lvl}|key"]
-            ok = _lookup(tk, t[f"{name}|{lvl}|n"], key, 0) >= self.min_rows
-            med = np.where(ok, _lookup(tk, t[f"{name}|{lvl}|med"], key, 0.0), med)
-            scale = np.where(ok, _lookup(tk, t[f"{name}|{lvl}|scale"], key, 1.0), scale)
+            pos = self._pos(f"{name}|{lvl}", self._key(name, r, lvl))
+            ok = self._val(f"{name}|{lvl}", "n", pos, 0) >= self.min_rows
+            med = np.where(ok, self._val(f"{name}|{lvl}", "med", pos, 0.0), med)
+            scale = np.where(ok, self._val(f"{name}|{lvl}", "scale", pos, 1.0), scale)
             level = np.where(ok, i, level)
         return med, scale, level
 
     def _level_choice(self, r, prefix: str, loo_self: np.ndarray | None) -> np.ndarray:
         """Finest HS level whose ``prefix`` row count reaches min_rows (4 = all goods)."""
-        t = self.tables_
         n = len(r["hs"])
         level = np.full(n, len(LEVELS), dtype=np.int64)
         for i in range(len(LEVELS) - 1, -1, -1):
             lvl = LEVELS[i]
-            cnt = _lookup(t[f"{prefix.format(lvl=lvl)}|key"], t[f"{prefix.format(lvl=lvl)}|n"],
-                          r[lvl], 0).astype(float)
+            pre = prefix.format(lvl=lvl)
+            cnt = self._val(pre, "n", self._pos(pre, r[lvl]), 0).astype(float)
             if loo_self is not None:
                 cnt = cnt - loo_self
             level = np.where(cnt >= self.min_rows, i, level)
@@ -691,10 +741,11 @@ class DeclarationFeatures:
         nb = len(t[f"vocab_{cat}"])
         out = np.full(len(r["hs"]), np.nan)
         for lvl in reversed(LEVELS):
-            n_key = _lookup(t[f"cnt|{lvl}|key"], t[f"cnt|{lvl}|n"], r[lvl], 0).astype(float)
+            n_key = self._val(f"cnt|{lvl}", "n", self._pos(f"cnt|{lvl}", r[lvl]), 0)
+            n_key = n_key.astype(float)
             pair = _pair(r[lvl], r[cat], nb)
-            n_pair = _lookup(t[f"cnt|{lvl}|{cat}|key"], t[f"cnt|{lvl}|{cat}|n"], pair, 0)
-            n_pair = n_pair.astype(float)
+            pre = f"cnt|{lvl}|{cat}"
+            n_pair = self._val(pre, "n", self._pos(pre, pair), 0).astype(float)
             if loo:
                 n_key, n_pair = n_key - 1, np.maximum(n_pair - (pair >= 0), 0)
             ok = n_key >= self.min_rows
@@ -708,10 +759,10 @@ class DeclarationFeatures:
         trader = r["exporter_id"]
         other, vocab = (r["origin_country"], "origin_country") if what == "origin" else \
             (r["hs4"], "hs4")
-        n_tr = _lookup(t["cnt|exp|key"], t["cnt|exp|n"], trader, 0).astype(float)
+        n_tr = self._val("cnt|exp", "n", self._pos("cnt|exp", trader), 0).astype(float)
         pair = _pair(trader, other, len(t[f"vocab_{vocab}"]))
-        n_pair = _lookup(t[f"cnt|exp|{what}|key"], t[f"cnt|exp|{what}|n"], pair, 0)
-        n_pair = n_pair.astype(float)
+        pre = f"cnt|exp|{what}"
+        n_pair = self._val(pre, "n", self._pos(pre, pair), 0).astype(float)
         if loo:
             n_tr, n_pair = n_tr - 1, np.maximum(n_pair - (pair >= 0), 0)
         return np.where(n_tr > 0, -np.log((n_pair + 0.5) / (n_tr + 1.0)), np.nan)
@@ -744,22 +795,14 @@ class DeclarationFeatures:
         foreign = np.full(n, np.nan)
         re_excess = np.full(n, np.nan)
         if len(owner):
-            # Per item: the row-level choice of HS level, and how many declaring rows of
-            # that level code name the component.
-            row_of_u = np.full(len(comp_uniq), -1)
-            row_idx = np.flatnonzero(declares)
             # Items belong to unique texts; expand to rows (texts repeat across rows).
-            pairs = pd.DataFrame({"row": row_idx, "u": comp_codes[row_idx]}) if n > 1 else \
-                pd.DataFrame({"row": [0], "u": [0]})
-            del row_of_u
-            it = pd.DataFrame({"u": owner, "name": names, "pct": pct})
-            it["c"] = _encode(t["vocab_comp"], names)
-            j = pairs.merge(it, on="u") if n > 1 else it.assign(row=0)
-            rows = j["row"].to_numpy(np.int64)
-            c = j["c"].to_numpy(np.int64)
+            rows, item = _expand(owner, len(comp_uniq), comp_codes)
+            c = _encode(t["vocab_comp"], names)[item]
+            p = pct[item]
+            item_names = names[item]
             lvl_rows = self._level_choice(r, "comp|{lvl}|decl",
                                           declares.astype(float) if loo else None)
-            freq = np.zeros(len(j))
+            freq = np.zeros(len(rows))
             for i, lvl in enumerate((*LEVELS, "all")):
                 m = lvl_rows[rows] == i
                 if not m.any():
@@ -778,10 +821,11 @@ class DeclarationFeatures:
                     nd, ni = nd - 1, np.maximum(ni - (c[m] >= 0), 0)
                 freq[m] = ni / np.maximum(nd, 1.0)
             is_foreign = freq < max(self.foreign_share, 0.02)
-            p = j["pct"].to_numpy(float)
             tot = np.bincount(rows, p, minlength=n)
             fsum = np.bincount(rows, p * is_foreign, minlength=n)
-            is_re = np.asarray([bool(_RE_PATTERN.match(x)) for x in j["name"].tolist()])
+            is_re_u = np.asarray([bool(_RE_PATTERN.match(x)) for x in names.tolist()])
+            is_re = is_re_u[item] if len(item) else np.zeros(0, bool)
+            del item_names
             resum = np.bincount(rows, p * is_re, minlength=n)
             with np.errstate(invalid="ignore", divide="ignore"):
                 has = tot > 0
@@ -801,19 +845,14 @@ class DeclarationFeatures:
         if not toks:
             return out
         lvl_rows = self._level_choice(r, "desc|{lvl}|has", has.astype(float) if loo else None)
-        # Distinct (level choice, level code, description) combinations carry the work.
         lv_code = np.full(n, 0, np.int64)
         for i, lvl in enumerate(LEVELS):
             lv_code = np.where(lvl_rows == i, r[lvl], lv_code)
-        combo = pd.DataFrame({"i": lvl_rows[has], "l": lv_code[has], "u": d_codes[has]})
-        combo["row"] = np.flatnonzero(has)
-        it = pd.DataFrame({"u": owner, "c": _encode(t["vocab_tok"], np.asarray(toks, str))})
-        j = combo.merge(it, on="u")
-        rows = j["row"].to_numpy(np.int64)
-        c = j["c"].to_numpy(np.int64)
-        li = j["i"].to_numpy(np.int64)
-        lc = j["l"].to_numpy(np.int64)
-        freq = np.zeros(len(j))
+        rows, item = _expand(owner, len(d_uniq), d_codes)
+        c = _encode(t["vocab_tok"], np.asarray(toks, str))[item]
+        li = lvl_rows[rows]
+        lc = lv_code[rows]
+        freq = np.zeros(len(rows))
         for i, lvl in enumerate((*LEVELS, "all")):
             m = li == i
             if not m.any():
@@ -882,9 +921,9 @@ class DeclarationFeatures:
         t = self.tables_
         cols["origin_rarity"] = self._cond_surprisal(r, "origin_country", loo)
         o, d = r["origin_country"], r["dispatch_country"]
-        n_o = _lookup(t["cnt|origin|key"], t["cnt|origin|n"], o, 0).astype(float)
+        n_o = self._val("cnt|origin", "n", self._pos("cnt|origin", o), 0).astype(float)
         pair = _pair(o, d, len(t["vocab_dispatch_country"]))
-        n_od = _lookup(t["cnt|origin|dispatch|key"], t["cnt|origin|dispatch|n"], pair, 0)
+        n_od = self._val("cnt|origin|dispatch", "n", self._pos("cnt|origin|dispatch", pair), 0)
         n_od = n_od.astype(float)
         if loo:
             n_o, n_od = n_o - 1, np.maximum(n_od - (pair >= 0), 0)
@@ -905,7 +944,7 @@ class DeclarationFeatures:
         cols["unit_rarity"] = self._cond_surprisal(r, "unit", loo)
         for name, who, col in (("exporter_history", "exp", "exporter_id"),
                                ("importer_history", "imp", "importer_id")):
-            c = _lookup(t[f"cnt|{who}|key"], t[f"cnt|{who}|n"], r[col], 0).astype(float)
+            c = self._val(f"cnt|{who}", "n", self._pos(f"cnt|{who}", r[col]), 0).astype(float)
             if loo:
                 c = np.maximum(c - 1, 0)
             # Novelty, not volume: 1 for a trader never seen, 1/2 seen once, near 0 for an

@@ -335,9 +335,12 @@ class DeclarationModel:
         names = self.features_.feature_names_
         k = len(names)
         idx, drops = counterfactual_reasons(self.features_, self.forest_, X, np.array([score]),
-                                            candidates=k, top=k)
+                                            candidates=k, top=k, require_unusual=False)
         drop_by = {names[j]: float(d) for j, d in zip(idx[0], drops[0], strict=True) if j >= 0}
-        reasons = reason_texts(self.features_, X, det, idx[:, :3])[0]
+        # The reasons are the same as score() gives; the table shows every feature.
+        ridx, _ = counterfactual_reasons(self.features_, self.forest_, X, np.array([score]),
+                                         candidates=int(self.candidates))
+        reasons = reason_texts(self.features_, X, det, ridx)[0]
         rows = []
         for j, name in enumerate(names):
             rows.append({"feature": name, "meaning": FEATURE_MEANING.get(name, ""),

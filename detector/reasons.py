@@ -13,7 +13,6 @@ Each reason is a stable code and a sentence with the numbers, e.g.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from .features import _DERIVED_FROM, FEATURES
 
@@ -58,10 +57,13 @@ _UNUSUAL = {"z": float(np.log1p(2.0)), "surprisal": float(-np.log(0.10)), "share
 
 
 def counterfactual_reasons(features, forest, X: np.ndarray, scores: np.ndarray,
-                           candidates: int = 4, top: int = 3):
+                           candidates: int = 4, top: int = 3, require_unusual: bool = True):
     """Feature indices (n, top) of each row's reasons (-1 = none) and their score drops.
 
     ``scores`` are the rows' anomaly scores (higher = more suspicious) from ``forest``.
+    Only features that are unusual on their own count as candidates (unless
+    ``require_unusual`` is False, as ``explain`` does to show every feature), so a
+    typical declaration costs nothing extra and has no reasons: nothing drove its score.
     """
     n, p = X.shape
     names = features.feature_names_
@@ -78,21 +80,23 @@ def counterfactual_reasons(features, forest, X: np.ndarray, scores: np.ndarray,
     one_sided = np.array([_KIND[names[j]] in _ONE_SIDED for j in base])
     diff = np.where(one_sided[None, :], np.maximum(diff, 0.0), diff)
     dev = np.abs(diff) / features.spread_[base]
-    # A reason must also be unusual on its own terms (outside the typical range it quotes),
-    # however much the forest happens to lean on it.
-    floor = np.array([_UNUSUAL[_KIND[names[j]]] for j in base])
-    dev = np.where(np.abs(X[:, base]) >= floor[None, :], dev, 0.0)
+    if require_unusual:
+        # A reason must also be unusual on its own terms (outside the typical range it
+        # quotes), however much the forest happens to lean on it.
+        floor = np.array([_UNUSUAL[_KIND[names[j]]] for j in base])
+        dev = np.where(np.abs(X[:, base]) >= floor[None, :], dev, 0.0)
     order = np.argsort(-dev, axis=1, kind="stable")[:, :k]
-    cand = base[order]                                   # (n, k) feature indices
-    Xc = np.repeat(X, k, axis=0)
-    rows = np.arange(n * k)
-    cols = cand.reshape(-1)
-    Xc[rows, cols] = features.neutral_[cols]
-    features.refresh_derived(Xc)
-    cf = forest.anomaly_score(Xc).reshape(n, k)
-    drop = scores[:, None] - cf                          # how much normal-izing helps
-    # Only features that actually moved away from typical can be reasons.
-    drop = np.where(np.take_along_axis(dev, order, axis=1) > 1e-9, drop, -np.inf)
+    live = np.take_along_axis(dev, order, axis=1) > 1e-9     # (n, k) candidates worth a try
+    cand = base[order]                                       # (n, k) feature indices
+    drop = np.full((n, k), -np.inf)
+    rows, slots = np.nonzero(live)
+    if len(rows):
+        Xc = X[rows]
+        cols = cand[rows, slots]
+        Xc[np.arange(len(rows)), cols] = features.neutral_[cols]
+        features.refresh_derived(Xc)
+        # How much putting this one feature back to typical lowers the score.
+        drop[rows, slots] = scores[rows] - forest.anomaly_score(Xc)
     best = np.argsort(-drop, axis=1, kind="stable")[:, :top]
     best_drop = np.take_along_axis(drop, best, axis=1)
     best_idx = np.take_along_axis(cand, best, axis=1)
@@ -106,16 +110,15 @@ def counterfactual_reasons(features, forest, X: np.ndarray, scores: np.ndarray,
 # --- words ---------------------------------------------------------------------------------
 
 def _num(x: np.ndarray) -> np.ndarray:
-    """Numbers as short text with 3 significant digits, vectorized."""
-    x = np.asarray(x, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mag = np.floor(np.log10(np.abs(np.where(x == 0, 1, x))))
-    dec = np.clip(2 - mag, 0, 6).astype(int)
+    """Numbers as short text with 3 significant digits (plain Python formatting: these
+    run only on the rows that carry the reason, and pandas would cost more per call)."""
     out = np.empty(len(x), dtype=object)
-    for d in np.unique(dec):
-        m = dec == d
-        out[m] = pd.Series(np.round(x[m], d)).map(("{:." + str(d) + "f}").format).to_numpy()
-    out[~np.isfinite(x)] = "n/a"
+    for i, v in enumerate(np.asarray(x, dtype=float).tolist()):
+        if v != v or v in (float("inf"), float("-inf")):
+            out[i] = "n/a"
+            continue
+        mag = int(np.floor(np.log10(abs(v)))) if v else 0
+        out[i] = f"{v:.{min(max(2 - mag, 0), 6)}f}"
     return out
 
 
@@ -126,7 +129,8 @@ def _pct(x: np.ndarray) -> np.ndarray:
 
 
 def _s(a) -> np.ndarray:
-    return pd.Series(a, dtype="object").fillna("?").astype(str).to_numpy(dtype=object)
+    return np.array(["?" if v is None or v != v else str(v) for v in np.asarray(a, dtype=object)
+                     .tolist()], dtype=object)
 
 
 def _level_label(det, lvl: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -230,8 +234,8 @@ def _sentences(name: str, high: np.ndarray, det, rows: np.ndarray) -> np.ndarray
         seen = np.round(1.0 / np.maximum(v, 1e-9) - 1.0).astype(int)
         ids = _s(r[f"{who}_id_raw"][rows])
         return np.where(seen == 0, who + " " + ids + " never seen in training",
-                        who + " " + ids + " seen only " + pd.Series(seen).astype(str)
-                        .to_numpy(dtype=object) + " times in training")
+                        who + " " + ids + " seen only " + seen.astype(str).astype(object)
+                        + " times in training")
     if name == "parcel_burst":
         return ("post/courier items from exporter " + _s(r["exporter_id_raw"][rows])
                 + " that day: " + _num(np.exp(v)) + "x its usual daily count")

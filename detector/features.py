@@ -133,21 +133,38 @@ def _missing(v) -> bool:
     return isinstance(v, str) and not v.strip()
 
 
-def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _factorize(values) -> tuple[np.ndarray, np.ndarray]:
     """Codes into the unique non-missing values (-1 when missing), and those values.
 
     Work on unique values is what makes the string features fast: descriptions, codes
-    and trader ids repeat. A single declaration takes a pandas-free path, because a
-    service scoring one row at a time cannot afford pandas' per-call overhead.
+    and trader ids repeat. Values are compared stripped, and blanks are missing. A single
+    declaration takes a pandas-free path, because a service scoring one row at a time
+    cannot afford pandas' per-call overhead.
     """
-    if len(values) <= 1:
-        if len(values) == 0 or _missing(values[0]):
-            return np.full(len(values), -1, np.int64), np.array([], dtype=str)
-        return np.zeros(1, np.int64), np.array([str(values[0]).strip()])
-    s = pd.Series(values, dtype="str").str.strip()
-    s = s.mask(s.str.len() == 0)
-    codes, uniq = pd.factorize(s)
-    return codes.astype(np.int64), np.asarray(uniq, dtype=str)
+    if not isinstance(values, pd.Series):
+        if len(values) <= 1:
+            if len(values) == 0 or _missing(values[0]):
+                return np.full(len(values), -1, np.int64), np.array([], dtype=str)
+            return np.zeros(1, np.int64), np.array([str(values[0]).strip()])
+        values = pd.Series(values, dtype=object)
+    s = values if pd.api.types.is_string_dtype(values.dtype) and values.dtype != object \
+        else values.astype("str")
+    codes, uniq = s.factorize()
+    codes = np.asarray(codes, dtype=np.int64)
+    uniq = np.asarray(uniq, dtype=str)
+    if len(uniq) == 0:
+        return codes, uniq
+    # Normalise on the unique values only: " CN" and "CN" are one value, "" is missing.
+    clean = np.char.strip(uniq)
+    if (clean != uniq).any() or (clean == "").any():
+        merged, inv = np.unique(clean, return_inverse=True)
+        remap = np.where(merged[inv] == "", -1, inv)
+        keep = merged != ""
+        renum = np.cumsum(keep) - 1
+        remap = np.where(remap >= 0, renum[np.maximum(remap, 0)], -1)
+        codes = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
+        uniq = merged[keep]
+    return codes, uniq
 
 
 def _vocab(values: np.ndarray) -> np.ndarray:
@@ -212,19 +229,23 @@ def _log_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(r), r, np.nan)
 
 
+_COMPONENT = re.compile(r"([^:;]+):\s*([-+0-9.eE]+)\s*%?\s*(?:;|$)")
+
+
 def _parse_composition(text: str) -> list[tuple[str, float]]:
-    """'SiO2:68;Al2O3:20' -> [('SiO2', 68.0), ('Al2O3', 20.0)]; malformed parts dropped."""
+    """'SiO2:68;Al2O3:20' -> [('SiO2', 68.0), ('Al2O3', 20.0)]; malformed parts dropped.
+
+    >>> _parse_composition("SiO2:68; Al2O3: 20% ;junk;Nd2O3:x")
+    [('SiO2', 68.0), ('Al2O3', 20.0)]
+    """
     out = []
-    for part in text.split(";"):
-        name, sep, pct = part.partition(":")
+    for name, pct in _COMPONENT.findall(text):
         name = name.strip()
-        if not sep or not name:
-            continue
         try:
-            v = float(pct.strip().rstrip("%"))
+            v = float(pct)
         except ValueError:
             continue
-        if v >= 0 and v == v and v != float("inf"):
+        if name and 0 <= v < float("inf"):
             out.append((name, v))
     return out
 
@@ -261,8 +282,17 @@ def _tokens(text: str) -> list[str]:
     return sorted(set(_TOKEN.findall(text.lower())))
 
 
-def _days(values: np.ndarray) -> np.ndarray:
+def _objects(values) -> np.ndarray:
+    """A column as a numpy object array with None for missing (what reasons quote)."""
+    if isinstance(values, pd.Series):
+        return values.astype(object).where(values.notna(), None).to_numpy(dtype=object)
+    return np.asarray(values, dtype=object)
+
+
+def _days(values) -> np.ndarray:
     """Dates as int64 days since 1970 (-1 when missing or unparseable)."""
+    if isinstance(values, pd.Series):
+        values = values.to_numpy()
     if np.issubdtype(getattr(values, "dtype", np.dtype(object)), np.datetime64):
         d = values.astype("datetime64[D]")
         return np.where(np.isnat(d), -1, d.astype(np.int64))
@@ -418,7 +448,7 @@ class DeclarationFeatures:
             def get(c):
                 if c not in data.columns:
                     return np.full(n, None, dtype=object)
-                return data[c].to_numpy()
+                return data[c]
         t = self.tables_
         r: dict[str, np.ndarray] = {}
         hs_codes, hs_uniq = _factorize(get("hs_code"))
@@ -434,11 +464,13 @@ class DeclarationFeatures:
         for c in _CATS:
             raw = get(c)
             if c == "transport_mode" or c == "unit":
-                raw = np.asarray([None if _missing(v) else str(v).strip().lower() for v in raw]
-                                 if single else pd.Series(raw, dtype="str").str.lower()
-                                 .to_numpy(dtype=object, na_value=None), dtype=object)
-            r[f"{c}_raw"] = raw
+                if single:
+                    raw = np.asarray([None if _missing(v) else str(v).strip().lower()
+                                      for v in raw], dtype=object)
+                else:
+                    raw = pd.Series(raw).astype("str").str.lower()
             r[c] = _codes(t[f"vocab_{c}"], raw)
+            r[f"{c}_raw"] = _objects(raw)
         for c in _NUMS:
             raw = get(c)
             if single:
@@ -451,8 +483,8 @@ class DeclarationFeatures:
             else:
                 r[c] = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(
                     dtype=float, na_value=np.nan)
-        r["composition"] = get("composition")
-        r["description"] = get("description")
+        r["composition"] = _objects(get("composition"))
+        r["description"] = _objects(get("description"))
         r["day"] = _days(get("date"))
         return r
 

@@ -85,25 +85,29 @@ def counterfactual_reasons(features, forest, X: np.ndarray, scores: np.ndarray,
         # quotes), however much the forest happens to lean on it.
         floor = np.array([_UNUSUAL[_KIND[names[j]]] for j in base])
         dev = np.where(np.abs(X[:, base]) >= floor[None, :], dev, 0.0)
+    # Rows with nothing unusual have no candidates, no extra forest pass and no reasons.
+    some = np.flatnonzero((dev > 1e-9).any(axis=1))
+    if len(some) == 0:
+        return idx, drops
+    dev = dev[some]
     order = np.argsort(-dev, axis=1, kind="stable")[:, :k]
-    live = np.take_along_axis(dev, order, axis=1) > 1e-9     # (n, k) candidates worth a try
-    cand = base[order]                                       # (n, k) feature indices
-    drop = np.full((n, k), -np.inf)
+    live = np.take_along_axis(dev, order, axis=1) > 1e-9     # candidates worth a try
+    cand = base[order]                                       # feature indices
+    drop = np.full(order.shape, -np.inf)
     rows, slots = np.nonzero(live)
-    if len(rows):
-        Xc = X[rows]
-        cols = cand[rows, slots]
-        Xc[np.arange(len(rows)), cols] = features.neutral_[cols]
-        features.refresh_derived(Xc)
-        # How much putting this one feature back to typical lowers the score.
-        drop[rows, slots] = scores[rows] - forest.anomaly_score(Xc)
+    Xc = X[some[rows]]
+    cols = cand[rows, slots]
+    Xc[np.arange(len(rows)), cols] = features.neutral_[cols]
+    features.refresh_derived(Xc)
+    # How much putting this one feature back to typical lowers the score.
+    drop[rows, slots] = scores[some[rows]] - forest.anomaly_score(Xc)
     best = np.argsort(-drop, axis=1, kind="stable")[:, :top]
     best_drop = np.take_along_axis(drop, best, axis=1)
     best_idx = np.take_along_axis(cand, best, axis=1)
     ok = best_drop >= MIN_DROP
     m = min(top, best.shape[1])
-    idx[:, :m] = np.where(ok, best_idx, -1)
-    drops[:, :m] = np.where(ok, best_drop, 0.0)
+    idx[some, :m] = np.where(ok, best_idx, -1)
+    drops[some, :m] = np.where(ok, best_drop, 0.0)
     return idx, drops
 
 
@@ -112,13 +116,30 @@ def counterfactual_reasons(features, forest, X: np.ndarray, scores: np.ndarray,
 def _num(x: np.ndarray) -> np.ndarray:
     """Numbers as short text with 3 significant digits (plain Python formatting: these
     run only on the rows that carry the reason, and pandas would cost more per call)."""
+    x = np.asarray(x, dtype=float)
+    if len(x) > 64:
+        return _num_many(x)
     out = np.empty(len(x), dtype=object)
-    for i, v in enumerate(np.asarray(x, dtype=float).tolist()):
+    for i, v in enumerate(x.tolist()):
         if v != v or v in (float("inf"), float("-inf")):
             out[i] = "n/a"
             continue
         mag = int(np.floor(np.log10(abs(v)))) if v else 0
         out[i] = f"{v:.{min(max(2 - mag, 0), 6)}f}"
+    return out
+
+
+def _num_many(x: np.ndarray) -> np.ndarray:
+    """The same text as ``_num``, formatted per decimal count in bulk."""
+    finite = np.isfinite(x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.floor(np.log10(np.abs(np.where(finite & (x != 0), x, 1.0))))
+    dec = np.clip(2 - mag, 0, 6).astype(int)
+    out = np.full(len(x), "n/a", dtype=object)
+    for d in np.unique(dec[finite]):
+        m = finite & (dec == d)
+        fmt = "{:." + str(int(d)) + "f}"
+        out[m] = [fmt.format(v) for v in x[m].tolist()]
     return out
 
 
@@ -258,7 +279,11 @@ def reason_texts(features, X: np.ndarray, det: dict, idx: np.ndarray) -> list[li
         codes = np.where(high, hi_code, lo_code).astype(object)
         text = codes + ": " + _sentences(name, high, det, rows)
         out[rows_k] = text
-    return [[t for t in row if t is not None] for row in out.tolist()]
+    has = (idx >= 0).any(axis=1)
+    result: list[list[str]] = [[] for _ in range(n)]
+    for i, row in zip(np.flatnonzero(has).tolist(), out[has].tolist(), strict=True):
+        result[i] = [t for t in row if t is not None]
+    return result
 
 
 FEATURE_MEANING = {f.name: f.meaning for f in FEATURES}

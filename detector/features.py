@@ -119,8 +119,34 @@ _DERIVED_FROM = {
 _DERIVED_FROM["strongest_deviation"] = (_DERIVED_FROM["strongest_mass_deviation"]
                                         + _DERIVED_FROM["strongest_value_deviation"])
 _HISTORY_MIN_ROWS = 5
+# Agency numeric columns come in any unit (a tax rate of 0.05, a fee of 1,200): no
+# relative floor fits them all, only one against division by zero.
+_EXTRA_MIN_SCALE = 1e-6
 _HISTORY_MIN_SCALE = 0.05
 _SPEC = {f.name: f for f in FEATURES}
+# Agency-specific columns named in the column mapping become features of their own:
+# a categorical one its rarity for the commodity, a numeric one its robust deviation from
+# the commodity's reference. Their names carry the column: "extra_rarity:Office ID".
+EXTRA_RARITY, EXTRA_Z = "extra_rarity:", "extra_z:"
+
+
+def _known(name: str) -> bool:
+    return name in _SPEC or name.startswith((EXTRA_RARITY, EXTRA_Z))
+
+
+def feature_spec(name: str) -> FeatureSpec:
+    """The spec of a feature, including the per-column extra features."""
+    if name in _SPEC:
+        return _SPEC[name]
+    if name.startswith(EXTRA_RARITY):
+        col = name[len(EXTRA_RARITY):]
+        return FeatureSpec(name, "extra", (col,), "surprisal",
+                           f"how rare this '{col}' value is for the commodity")
+    if name.startswith(EXTRA_Z):
+        col = name[len(EXTRA_Z):]
+        return FeatureSpec(name, "extra", (col,), "z",
+                           f"'{col}' against the commodity's reference")
+    raise KeyError(name)
 
 
 # --- small lookup structures (plain arrays, so that they serialise as data) -----------------
@@ -207,7 +233,7 @@ def _lookup(table_keys: np.ndarray, table_vals: np.ndarray, keys: np.ndarray, de
     return np.where(hit, table_vals[pos], default)
 
 
-def _robust_stats(keys: np.ndarray, x: np.ndarray):
+def _robust_stats(keys: np.ndarray, x: np.ndarray, floor: float = _MIN_LOG_SCALE):
     """Per key: row count, median and robust scale (MAD as a standard deviation)."""
     ok = (keys >= 0) & np.isfinite(x)
     if not ok.any():
@@ -218,7 +244,7 @@ def _robust_stats(keys: np.ndarray, x: np.ndarray):
     med = g.median()
     dev = (df["x"] - df["k"].map(med)).abs()
     mad = dev.groupby(df["k"], sort=True).median()
-    scale = np.maximum(mad.to_numpy() * _MAD_TO_SD, _MIN_LOG_SCALE)
+    scale = np.maximum(mad.to_numpy() * _MAD_TO_SD, floor)
     return (med.index.to_numpy(np.int64), g.size().to_numpy(np.int64), med.to_numpy(float),
             scale)
 
@@ -335,9 +361,12 @@ class DeclarationFeatures:
         the heading's declarations counts as foreign to the heading.
     """
 
-    def __init__(self, min_rows: int = 30, foreign_share: float = 0.01):
+    def __init__(self, min_rows: int = 30, foreign_share: float = 0.01,
+                 extra_categorical: tuple[str, ...] = (), extra_numeric: tuple[str, ...] = ()):
         self.min_rows = min_rows
         self.foreign_share = foreign_share
+        self.extra_categorical = extra_categorical
+        self.extra_numeric = extra_numeric
 
     # ---- public API --------------------------------------------------------------------
     def fit(self, df: pd.DataFrame) -> DeclarationFeatures:
@@ -410,7 +439,9 @@ class DeclarationFeatures:
     def to_state(self) -> dict:
         self._check_fitted()
         return {"params": {"min_rows": int(self.min_rows),
-                           "foreign_share": float(self.foreign_share)},
+                           "foreign_share": float(self.foreign_share),
+                           "extra_categorical": list(self.extra_categorical),
+                           "extra_numeric": list(self.extra_numeric)},
                 "feature_names": list(self.feature_names_),
                 "disabled": {k: list(v) for k, v in self.disabled_.items()},
                 "input_columns": list(self.input_columns_),
@@ -419,9 +450,12 @@ class DeclarationFeatures:
 
     @classmethod
     def from_state(cls, state: dict) -> DeclarationFeatures:
-        self = cls(**state["params"])
+        params = dict(state["params"])
+        params["extra_categorical"] = tuple(params.get("extra_categorical", ()))
+        params["extra_numeric"] = tuple(params.get("extra_numeric", ()))
+        self = cls(**params)
         self.feature_names_ = list(state["feature_names"])
-        unknown = [f for f in self.feature_names_ if f not in _SPEC]
+        unknown = [f for f in self.feature_names_ if not _known(f)]
         if unknown:
             raise SchemaError(f"model uses features this version does not know: {unknown}")
         self.disabled_ = {k: list(v) for k, v in state["disabled"].items()}
@@ -483,6 +517,28 @@ class DeclarationFeatures:
             else:
                 r[c] = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(
                     dtype=float, na_value=np.nan)
+        for c in (*self.extra_categorical, *self.extra_numeric):
+            present = (c in data) if single else (c in data.columns)
+            if not present:
+                raise SchemaError(f"column {c!r} is required: the model was trained with it as "
+                                  f"an extra {'categorical' if c in self.extra_categorical else 'numeric'}"
+                                  " column (see the column mapping)")
+        for c in self.extra_categorical:
+            raw = get(c)
+            r[f"x:{c}"] = _codes(t[f"vocab_x:{c}"], raw)
+            r[f"x:{c}_raw"] = _objects(raw)
+        for c in self.extra_numeric:
+            raw = get(c)
+            if single:
+                try:
+                    v = float(raw[0]) if raw[0] is not None else np.nan
+                except (TypeError, ValueError):
+                    v = np.nan
+                r[f"n:{c}"] = np.array([v])
+            else:
+                r[f"n:{c}"] = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(
+                    dtype=float, na_value=np.nan)
+            r[f"n:{c}"] = np.where(np.isfinite(r[f"n:{c}"]), r[f"n:{c}"], np.nan)
         r["composition"] = _objects(get("composition"))
         r["description"] = _objects(get("description"))
         r["day"] = _days(get("date"))
@@ -529,13 +585,22 @@ class DeclarationFeatures:
             raise SchemaError(f"cannot fit features: missing required column(s) {missing}")
         if len(df) == 0:
             raise SchemaError("cannot fit features on 0 rows")
+        extras = [*self.extra_categorical, *self.extra_numeric]
+        absent = [c for c in extras if c not in df.columns]
+        if absent:
+            raise SchemaError(f"extra column(s) {absent} named in the column mapping are not in "
+                              f"the training data; columns: {list(df.columns)[:20]}")
         present = {c for c in df.columns if df[c].notna().any()}
-        self.feature_names_ = [f.name for f in FEATURES if all(n in present for n in f.needs)]
+        specs = [*FEATURES[:-3],
+                 *(feature_spec(EXTRA_RARITY + c) for c in self.extra_categorical),
+                 *(feature_spec(EXTRA_Z + c) for c in self.extra_numeric),
+                 *FEATURES[-3:]]  # summaries stay last
+        self.feature_names_ = [f.name for f in specs if all(n in present for n in f.needs)]
         self.disabled_ = {f.name: [n for n in f.needs if n not in present]
-                          for f in FEATURES if f.name not in self.feature_names_}
+                          for f in specs if f.name not in self.feature_names_}
         self.input_columns_ = sorted(
             {"hs_code", "origin_country", "net_mass_kg", "customs_value"}
-            | {n for f in FEATURES if f.name in self.feature_names_ for n in f.needs})
+            | {n for f in specs if f.name in self.feature_names_ for n in f.needs})
         t: dict[str, np.ndarray] = {}
         self.tables_ = t
         _, hs_uniq = _factorize(df["hs_code"].to_numpy())
@@ -550,6 +615,8 @@ class DeclarationFeatures:
                 col = pd.Series(col, dtype="str").str.lower().to_numpy(dtype=object,
                                                                         na_value=None)
             t[f"vocab_{c}"] = _vocab(col)
+        for c in self.extra_categorical:
+            t[f"vocab_x:{c}"] = _vocab(df[c])
         r = self._rows(df)
         for name in _RATIOS:
             x = self._ratio(name, r)
@@ -561,9 +628,20 @@ class DeclarationFeatures:
             med = float(np.median(x[ok])) if ok.any() else 0.0
             mad = float(np.median(np.abs(x[ok] - med))) if ok.any() else 0.0
             t[f"{name}|all"] = np.array([ok.sum(), med, max(mad * _MAD_TO_SD, _MIN_LOG_SCALE)])
+        extra_cats = tuple(f"x:{c}" for c in self.extra_categorical)
+        for c in self.extra_numeric:
+            x = r[f"n:{c}"]
+            for lvl in LEVELS:
+                k, cnt, med, sc = _robust_stats(r[lvl], x, floor=_EXTRA_MIN_SCALE)
+                t[f"xz:{c}|{lvl}|key"], t[f"xz:{c}|{lvl}|n"] = k, cnt
+                t[f"xz:{c}|{lvl}|med"], t[f"xz:{c}|{lvl}|scale"] = med, sc
+            ok = np.isfinite(x)
+            med = float(np.median(x[ok])) if ok.any() else 0.0
+            mad = float(np.median(np.abs(x[ok] - med))) if ok.any() else 0.0
+            t[f"xz:{c}|all"] = np.array([ok.sum(), med, max(mad * _MAD_TO_SD, _EXTRA_MIN_SCALE)])
         for lvl in LEVELS:
             t[f"cnt|{lvl}|key"], t[f"cnt|{lvl}|n"] = _count_table(r[lvl])
-            for cat in ("origin_country", "transport_mode", "package_type", "unit"):
+            for cat in ("origin_country", "transport_mode", "package_type", "unit", *extra_cats):
                 nb = len(t[f"vocab_{cat}"])
                 t[f"cnt|{lvl}|{cat}|key"], t[f"cnt|{lvl}|{cat}|n"] = _count_table(
                     _pair(r[lvl], r[cat], nb))
@@ -983,6 +1061,17 @@ class DeclarationFeatures:
             # established one. On log counts the forest would spend its cuts telling big
             # shippers from middling ones, which says nothing about fraud.
             cols[name] = np.where(r[f"{col}_raw"] != None, 1.0 / (1.0 + c), np.nan)  # noqa: E711
+        for c in self.extra_categorical:
+            cols[EXTRA_RARITY + c] = self._cond_surprisal(r, f"x:{c}", loo)
+        for c in self.extra_numeric:
+            if EXTRA_Z + c not in self.feature_names_:
+                continue
+            med, scale, level = self._backoff(f"xz:{c}", r)
+            x = r[f"n:{c}"]
+            z = np.clip((x - med) / scale, -_Z_CLIP, _Z_CLIP)
+            det[f"xz:{c}|x"], det[f"xz:{c}|med"], det[f"xz:{c}|scale"] = x, med, scale
+            det[f"xz:{c}|level"] = level
+            cols[EXTRA_Z + c] = np.sign(z) * np.log1p(np.abs(z))
         cols["parcel_burst"] = self._bursts(r, context)
         z, det["history|med"] = self._price_history(r, loo)
         det["history|z"] = z

@@ -85,7 +85,9 @@ def train_file(input, output, *, columns=None, budget: float = 0.01, lanes=None,
         raise SchemaError(f"INPUT {input}: {len(res.valid)} valid rows of {len(df)}; training "
                           f"needs at least 2. {summarise_rejects(res.rejects)}")
     model = DeclarationModel(n_estimators=trees, budget=budget, lanes=lanes,
-                             random_share=random_share, seed=seed)
+                             random_share=random_share, seed=seed,
+                             extra_categorical=mapping.extra_categorical,
+                             extra_numeric=mapping.extra_numeric)
     model.fit(res.valid, validated=True)
     model.metadata_["training"]["rejected"] = int(len(res.rejects))
     model.metadata_["columns"] = mapping.to_obj()
@@ -134,6 +136,14 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     for p in (out_path, rej_path):
         if p.exists() and not force:
             raise InputError(f"OUTPUT {p} exists; pass --force to overwrite")
+    from .io import read_header
+
+    header = read_header(input, mapping, encoding=encoding)
+    needed = [*model.extra_categorical, *model.extra_numeric]
+    absent = [c for c in needed if c not in header]
+    if absent:
+        raise SchemaError(f"INPUT {input} lacks column(s) {absent} that this model was trained "
+                          "with as extra agency columns; add them or map them with --columns")
     context, total = _burst_context(input, mapping, encoding, chunk_rows)
     if on_total is not None:
         on_total(total)

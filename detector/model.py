@@ -101,12 +101,15 @@ class DeclarationModel:
     seed : seeds the forest and the random selection.
     min_rows : reference tables need this many rows before a code gets its own.
     candidates : features tried per row when looking for reasons.
+    extra_categorical, extra_numeric : agency-specific columns (by their name in the
+        input) that become features; they are then required at score time.
     """
 
     def __init__(self, n_estimators: int = 200, max_samples: int | str = 256,
                  budget: float = 0.01, lanes: Mapping[str, float] | str | None = None,
                  random_share: float = 0.0, seed: int = 0, min_rows: int = 30,
-                 candidates: int = 4):
+                 candidates: int = 4, extra_categorical: tuple[str, ...] = (),
+                 extra_numeric: tuple[str, ...] = ()):
         self.n_estimators = n_estimators
         self.max_samples = max_samples
         self.budget = budget
@@ -115,6 +118,8 @@ class DeclarationModel:
         self.seed = seed
         self.min_rows = min_rows
         self.candidates = candidates
+        self.extra_categorical = extra_categorical
+        self.extra_numeric = extra_numeric
 
     # ---- training -----------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -140,7 +145,9 @@ class DeclarationModel:
         if len(valid) < 2:
             raise SchemaError(f"training needs at least 2 valid declarations, got {len(valid)} "
                               f"({n_rejected} rejected)")
-        features = DeclarationFeatures(min_rows=self.min_rows)
+        features = DeclarationFeatures(min_rows=self.min_rows,
+                                       extra_categorical=tuple(self.extra_categorical),
+                                       extra_numeric=tuple(self.extra_numeric))
         X = features.fit_transform(valid)
         iso = IsolationForest(n_estimators=int(self.n_estimators), max_samples=self.max_samples,
                               random_state=int(self.seed))
@@ -172,7 +179,9 @@ class DeclarationModel:
                        else int(self.max_samples),
                        "budget": float(self.budget), "lanes": lanes,
                        "random_share": float(self.random_share), "seed": int(self.seed),
-                       "min_rows": int(self.min_rows), "candidates": int(self.candidates)},
+                       "min_rows": int(self.min_rows), "candidates": int(self.candidates),
+                       "extra_categorical": list(self.extra_categorical),
+                       "extra_numeric": list(self.extra_numeric)},
             "threshold": self.threshold_,
             "lane_thresholds": thresholds,
             "train_score_quantiles": {str(q): float(np.quantile(train_scores, q))
@@ -283,6 +292,13 @@ class DeclarationModel:
             return {"declaration_id": did, "anomaly_score": None, "flagged": False,
                     "lane": "rejected", "random_selected": False, "status": "rejected",
                     "reasons": [f"REJECTED ({c}): {why}" for c, why in problems]}
+        missing = [c for c in (*self.extra_categorical, *self.extra_numeric) if c not in record]
+        if missing:
+            return {"declaration_id": did, "anomaly_score": None, "flagged": False,
+                    "lane": "rejected", "random_selected": False, "status": "rejected",
+                    "reasons": [f"REJECTED ({c}): column {c!r} is required by this model "
+                                "(an extra column at training)" for c in missing]}
+        clean.update({c: record[c] for c in (*self.extra_categorical, *self.extra_numeric)})
         X, det = self.features_.transform_record(clean, context)
         score = self.forest_.score_one(X[0])
         scores = np.array([score])
@@ -328,6 +344,7 @@ class DeclarationModel:
         if problems:
             return {"declaration_id": clean.get("declaration_id"), "status": "rejected",
                     "reasons": [f"REJECTED ({c}): {why}" for c, why in problems]}
+        clean.update({c: record.get(c) for c in (*self.extra_categorical, *self.extra_numeric)})
         if isinstance(context, pd.Series):
             context = {k: int(v) for k, v in context.items()}
         X, det = self.features_.transform_record(clean, context)
@@ -343,7 +360,7 @@ class DeclarationModel:
         reasons = reason_texts(self.features_, X, det, ridx)[0]
         rows = []
         for j, name in enumerate(names):
-            rows.append({"feature": name, "meaning": FEATURE_MEANING.get(name, ""),
+            rows.append({"feature": name, "meaning": FEATURE_MEANING[name],
                          "value": float(X[0, j]), "typical": float(self.features_.neutral_[j]),
                          "spread": float(self.features_.spread_[j]),
                          "score_drop_if_typical": drop_by.get(name, 0.0)})
@@ -360,6 +377,8 @@ class DeclarationModel:
                            else dict(getattr(self, k))
                            for k in ("n_estimators", "max_samples", "budget", "random_share",
                                      "seed", "min_rows", "candidates")},
+                "extras": {"categorical": list(self.extra_categorical),
+                           "numeric": list(self.extra_numeric)},
                 "lanes": dict(self.lane_thresholds_),
                 "lane_shares": parse_lanes(self.lanes, self.budget),
                 "threshold": float(self.threshold_),
@@ -369,7 +388,10 @@ class DeclarationModel:
 
     @classmethod
     def from_state(cls, state: dict, metadata: dict | None = None) -> DeclarationModel:
-        self = cls(**state["params"], lanes=dict(state["lane_shares"]))
+        extras = state.get("extras", {})
+        self = cls(**state["params"], lanes=dict(state["lane_shares"]),
+                   extra_categorical=tuple(extras.get("categorical", ())),
+                   extra_numeric=tuple(extras.get("numeric", ())))
         self.lane_thresholds_ = {str(k): float(v) for k, v in state["lanes"].items()}
         self.threshold_ = float(state["threshold"])
         self.features_ = DeclarationFeatures.from_state(state["features"])
@@ -404,11 +426,13 @@ def train(df: pd.DataFrame, *, columns: ColumnMapping | Mapping | None = None,
           random_share: float = 0.0, trees: int = 200, max_samples: int | str = 256,
           seed: int = 0, min_rows: int = 30) -> DeclarationModel:
     """Validate ``df`` (after an optional column mapping) and fit a DeclarationModel."""
+    mapping = ColumnMapping.from_obj(columns)
     if columns is not None:
-        df = apply_column_mapping(df, columns)
+        df = apply_column_mapping(df, mapping)
     model = DeclarationModel(n_estimators=trees, max_samples=max_samples, budget=budget,
                              lanes=lanes, random_share=random_share, seed=seed,
-                             min_rows=min_rows)
+                             min_rows=min_rows, extra_categorical=mapping.extra_categorical,
+                             extra_numeric=mapping.extra_numeric)
     return model.fit(df)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .features import _DERIVED_FROM, FEATURES
+from .features import _DERIVED_FROM, EXTRA_RARITY, EXTRA_Z, FEATURES, feature_spec
 
 __all__ = ["counterfactual_reasons", "reason_texts", "MIN_DROP", "REASON_CODES"]
 
@@ -47,7 +47,12 @@ REASON_CODES: dict[str, tuple[str, str]] = {  # feature -> (code if high, code i
     "parcel_burst": ("PARCEL_BURST", "PARCEL_BURST"),
 }
 _DERIVED = frozenset(_DERIVED_FROM)
-_KIND = {f.name: f.kind for f in FEATURES}
+class _Kinds(dict):
+    def __missing__(self, name):  # extra agency columns get their kind from their prefix
+        return feature_spec(name).kind
+
+
+_KIND = _Kinds({f.name: f.kind for f in FEATURES})
 _ONE_SIDED = frozenset({"surprisal", "share", "history", "flag"})
 # What "unusual on its own" means per kind of feature (in the feature's own units):
 # z-scores beyond 2 (signed-log scale), categories under 10% likely, any foreign share,
@@ -225,6 +230,16 @@ def _sentences(name: str, high: np.ndarray, det, rows: np.ndarray) -> np.ndarray
         return ("description '" + _s(r["description"][rows]) + "' uses words never seen "
                 "for hs " + hs4 + " (" + _pct(v) + " of its words)")
     p = np.exp(-v)  # surprisal features are -log(probability)
+    if name.startswith(EXTRA_RARITY):
+        col = name[len(EXTRA_RARITY):]
+        return (col + " " + _s(r[f"x:{col}_raw"][rows]) + " is " + _pct(p) + " of hs " + hs4
+                + " declarations")
+    if name.startswith(EXTRA_Z):
+        col = name[len(EXTRA_Z):]
+        med, sc = det[f"xz:{col}|med"][rows], det[f"xz:{col}|scale"][rows]
+        return (col + " " + _num(det[f"xz:{col}|x"][rows]) + " vs " + _num(med - 2 * sc) + " to "
+                + _num(med + 2 * sc) + " typical for " + _level_label(
+                    det, det[f"xz:{col}|level"][rows], rows))
     if name == "origin_rarity":
         return ("origin " + _s(r["origin_country_raw"][rows]) + " is " + _pct(p)
                 + " of hs " + hs4 + " declarations")
@@ -275,7 +290,12 @@ def reason_texts(features, X: np.ndarray, det: dict, idx: np.ndarray) -> list[li
         rows_k = np.nonzero(idx == j)
         rows = rows_k[0]
         high = X[rows, j] > neutral[j]
-        hi_code, lo_code = REASON_CODES.get(name, (name.upper(), name.upper()))
+        if name.startswith(EXTRA_RARITY):
+            hi_code = lo_code = "EXTRA_VALUE_RARE"
+        elif name.startswith(EXTRA_Z):
+            hi_code, lo_code = "EXTRA_VALUE_HIGH", "EXTRA_VALUE_LOW"
+        else:
+            hi_code, lo_code = REASON_CODES.get(name, (name.upper(), name.upper()))
         codes = np.where(high, hi_code, lo_code).astype(object)
         text = codes + ": " + _sentences(name, high, det, rows)
         out[rows_k] = text
@@ -286,4 +306,9 @@ def reason_texts(features, X: np.ndarray, det: dict, idx: np.ndarray) -> list[li
     return result
 
 
-FEATURE_MEANING = {f.name: f.meaning for f in FEATURES}
+class _Meanings(dict):
+    def __missing__(self, name):
+        return feature_spec(name).meaning
+
+
+FEATURE_MEANING = _Meanings({f.name: f.meaning for f in FEATURES})

@@ -98,6 +98,8 @@ FEATURES: tuple[FeatureSpec, ...] = (
                 "novelty of the importer: 1 / (1 + its declarations seen in training)"),
     FeatureSpec("parcel_burst", "traders", ("exporter_id", "date", "transport_mode"), "z",
                 "post/courier items from this sender that day against its usual daily count"),
+    FeatureSpec("commodity_novelty", "route", (), "history",
+                "novelty of the declared code: 1 / (1 + its declarations seen in training)"),
     FeatureSpec("value_vs_history_z", "traders", ("exporter_id",), "z",
                 "value per kg against this exporter's own prices for this commodity"),
     FeatureSpec("strongest_deviation", "summary", (), "derived",
@@ -118,6 +120,12 @@ _DERIVED_FROM = {
 }
 _DERIVED_FROM["strongest_deviation"] = (_DERIVED_FROM["strongest_mass_deviation"]
                                         + _DERIVED_FROM["strongest_value_deviation"])
+# Document lies (rare earths in a glaze's composition, foreign words) are zero for nearly
+# every honest declaration, so a forest almost never finds a subsample where it can cut
+# on them. Folded into the overall summary, on the same scale as the z-scores (a 5% share
+# counts like z = 1, 50% like z = 10), they get an axis that honest trade does spread.
+_SHARES_IN_SUMMARY = ("composition_foreign", "rare_earth_excess", "description_foreign")
+_SHARE_TO_Z = 20.0
 _HISTORY_MIN_ROWS = 5
 # Agency numeric columns come in any unit (a tax rate of 0.05, a fee of 1,200): no
 # relative floor fits them all, only one against division by zero.
@@ -407,7 +415,13 @@ class DeclarationFeatures:
         for derived, parts in _DERIVED_FROM.items():
             if derived in names:
                 base = [names.index(f) for f in parts if f in names]
-                X[:, names.index(derived)] = np.abs(X[:, base]).max(axis=1) if base else 0.0
+                v = np.abs(X[:, base]).max(axis=1) if base else np.zeros(len(X))
+                if derived == "strongest_deviation":
+                    shares = [names.index(f) for f in _SHARES_IN_SUMMARY if f in names]
+                    if shares:
+                        doc = np.log1p(_SHARE_TO_Z * np.maximum(X[:, shares], 0.0)).max(axis=1)
+                        v = np.maximum(v, doc)
+                X[:, names.index(derived)] = v
         return X
 
     def get_feature_names_out(self) -> np.ndarray:
@@ -645,6 +659,8 @@ class DeclarationFeatures:
                 nb = len(t[f"vocab_{cat}"])
                 t[f"cnt|{lvl}|{cat}|key"], t[f"cnt|{lvl}|{cat}|n"] = _count_table(
                     _pair(r[lvl], r[cat], nb))
+        for cat in ("origin_country", "transport_mode", "package_type", "unit", *extra_cats):
+            t[f"cnt|all|{cat}|key"], t[f"cnt|all|{cat}|n"] = _count_table(r[cat])
         t["cnt|origin|key"], t["cnt|origin|n"] = _count_table(r["origin_country"])
         t["cnt|origin|dispatch|key"], t["cnt|origin|dispatch|n"] = _count_table(
             _pair(r["origin_country"], r["dispatch_country"], len(t["vocab_dispatch_country"])))
@@ -815,9 +831,32 @@ class DeclarationFeatures:
                            else np.asarray(default).dtype)
         return np.where(pos >= 0, vals[np.maximum(pos, 0)], default)
 
+    def _memo_key(self, r, extra: str):
+        """Cache key of a single-row lookup that depends only on the row's codes."""
+        return (extra, int(r["hs"][0]), int(r["hs6"][0]), int(r["hs4"][0]), int(r["hs2"][0]))
+
+    def _memoized(self, key, compute):
+        # One declaration at a time repeats the same few hundred codes: remembering their
+        # reference lookups takes the latency path from many small numpy calls to a dict
+        # hit. Bounded, and a plain dict is safe to share between threads in CPython.
+        memo = self.__dict__.setdefault("_memo", {})
+        hit = memo.get(key)
+        if hit is None:
+            hit = compute()
+            if len(memo) < 100_000:
+                memo[key] = hit
+        return hit
+
     def _backoff(self, name: str, r) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Median, scale and HS level (0=full .. 3=hs2, 4=all) of the finest reference
         learned from at least ``min_rows`` rows."""
+        if len(r["hs"]) == 1:
+            sub = _SUBKEY.get(name)
+            key = self._memo_key(r, f"b|{name}|{int(r[sub][0]) if sub else -1}")
+            return self._memoized(key, lambda: self._backoff_rows(name, r))
+        return self._backoff_rows(name, r)
+
+    def _backoff_rows(self, name: str, r) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         t = self.tables_
         _, med_all, sc_all = t[f"{name}|all"]
         n = len(r["hs"])
@@ -847,9 +886,24 @@ class DeclarationFeatures:
 
     def _cond_surprisal(self, r, cat: str, loo: bool) -> np.ndarray:
         """-log P(category | commodity) at the finest HS level with enough rows."""
+        if len(r["hs"]) == 1 and not loo:
+            key = self._memo_key(r, f"s|{cat}|{int(r[cat][0])}|{r[f'{cat}_raw'][0] is None}")
+            return self._memoized(key, lambda: self._cond_surprisal_rows(r, cat, loo))
+        return self._cond_surprisal_rows(r, cat, loo)
+
+    def _cond_surprisal_rows(self, r, cat: str, loo: bool) -> np.ndarray:
         t = self.tables_
         nb = len(t[f"vocab_{cat}"])
-        out = np.full(len(r["hs"]), np.nan)
+        # A commodity too rare at every HS level is compared with all goods: how common
+        # the category is overall (an unseen origin is still rare there).
+        n_all = float(self.n_rows_) - (1 if loo else 0) if hasattr(self, "n_rows_") else None
+        counts = t.get(f"cnt|all|{cat}|n")
+        if counts is not None and n_all:
+            n_c = self._val(f"cnt|all|{cat}", "n", self._pos(f"cnt|all|{cat}", r[cat]), 0)
+            n_c = np.maximum(n_c.astype(float) - ((r[cat] >= 0) if loo else 0), 0)
+            out = -np.log((n_c + 0.5) / (n_all + 1.0))
+        else:
+            out = np.full(len(r["hs"]), np.nan)
         for lvl in reversed(LEVELS):
             n_key = self._val(f"cnt|{lvl}", "n", self._pos(f"cnt|{lvl}", r[lvl]), 0)
             n_key = n_key.astype(float)
@@ -859,7 +913,7 @@ class DeclarationFeatures:
             if loo:
                 n_key, n_pair = n_key - 1, np.maximum(n_pair - (pair >= 0), 0)
             ok = n_key >= self.min_rows
-            out = np.where(ok, -np.log((n_pair + 0.5) / (n_key + 1.0)), out)
+            out = np.where(ok, -np.log((n_pair + 0.5) / (np.maximum(n_key, 0) + 1.0)), out)
         missing = r[f"{cat}_raw"] == None  # noqa: E711 - elementwise on an object array
         return np.where(missing, np.nan, out)
 
@@ -875,7 +929,8 @@ class DeclarationFeatures:
         n_pair = self._val(pre, "n", self._pos(pre, pair), 0).astype(float)
         if loo:
             n_tr, n_pair = n_tr - 1, np.maximum(n_pair - (pair >= 0), 0)
-        return np.where(n_tr > 0, -np.log((n_pair + 0.5) / (n_tr + 1.0)), np.nan)
+        # n_tr is -1 for a missing exporter under leave-one-out: clip before dividing.
+        return np.where(n_tr > 0, -np.log((n_pair + 0.5) / (np.maximum(n_tr, 0) + 1.0)), np.nan)
 
     def _composition_features(self, r, loo: bool):
         t = self.tables_
@@ -991,7 +1046,9 @@ class DeclarationFeatures:
         exp = np.asarray(r["exporter_id_raw"], dtype=object)[ok]
         exp = np.asarray([str(e).strip() for e in exp], dtype=object)
         day = r["day"][ok]
-        if context is None:
+        if context is None and len(exp) == 1:
+            cnt = np.ones(1)  # one declaration on its own is no burst
+        elif context is None:
             cnt = pd.DataFrame({"e": exp, "d": day}).groupby(["e", "d"])["e"].transform("size")
             cnt = cnt.to_numpy(float)
         elif isinstance(context, dict):
@@ -1038,8 +1095,8 @@ class DeclarationFeatures:
         if loo:
             n_o, n_od = n_o - 1, np.maximum(n_od - (pair >= 0), 0)
         has_d = r["dispatch_country_raw"] != None  # noqa: E711
-        cols["origin_dispatch_rarity"] = np.where(has_d, -np.log((n_od + 0.5) / (n_o + 1.0)),
-                                                  np.nan)
+        cols["origin_dispatch_rarity"] = np.where(
+            has_d, -np.log((n_od + 0.5) / (np.maximum(n_o, 0) + 1.0)), np.nan)
         same = np.asarray([str(a).strip().upper() == str(b).strip().upper() for a, b in zip(
             r["origin_country_raw"], r["dispatch_country_raw"], strict=True)]) if n == 1 else (
             pd.Series(r["origin_country_raw"], dtype="str").str.strip().str.upper().to_numpy(
@@ -1072,6 +1129,10 @@ class DeclarationFeatures:
             det[f"xz:{c}|x"], det[f"xz:{c}|med"], det[f"xz:{c}|scale"] = x, med, scale
             det[f"xz:{c}|level"] = level
             cols[EXTRA_Z + c] = np.sign(z) * np.log1p(np.abs(z))
+        c = self._val("cnt|hs", "n", self._pos("cnt|hs", r["hs"]), 0).astype(float)
+        if loo:
+            c = np.maximum(c - 1, 0)
+        cols["commodity_novelty"] = 1.0 / (1.0 + c)
         cols["parcel_burst"] = self._bursts(r, context)
         z, det["history|med"] = self._price_history(r, loo)
         det["history|z"] = z

@@ -88,6 +88,11 @@ def _random_pick(ids: np.ndarray, seed: int, share: float) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53) < share
 
 
+def _random_note(share: float) -> str:
+    return (f"RANDOM_SELECTION: selected at random ({share:.2%} of declarations) so that "
+            "inspection outcomes stay unbiased")
+
+
 class DeclarationModel:
     """Unsupervised declaration risk model.
 
@@ -222,8 +227,7 @@ class DeclarationModel:
         first_lane = next(iter(self.lane_thresholds_), "red")
         if picked.any():
             lane = np.where(picked & (lane == "green"), first_lane, lane)
-            note = (f"RANDOM_SELECTION: selected at random ({self.random_share:.2%} of "
-                    "declarations) so that inspection outcomes stay unbiased")
+            note = _random_note(self.random_share)
             for i in np.flatnonzero(picked):
                 reasons[i] = [*reasons[i], note]
         return pd.DataFrame({
@@ -308,10 +312,10 @@ class DeclarationModel:
         picked = bool(_random_pick(np.array([did], dtype=object), self.seed,
                                    self.random_share)[0]) if self.random_share > 0 else False
         lane = str(self._lane(scores)[0])
-        if picked and lane == "green":
-            lane = next(iter(self.lane_thresholds_), "red")
-            reasons.append(f"RANDOM_SELECTION: selected at random ({self.random_share:.2%} of "
-                           "declarations) so that inspection outcomes stay unbiased")
+        if picked:
+            if lane == "green":
+                lane = next(iter(self.lane_thresholds_), "red")
+            reasons.append(_random_note(self.random_share))
         return {"declaration_id": did, "anomaly_score": score,
                 "flagged": bool(score >= self.threshold_), "lane": lane,
                 "random_selected": picked, "reasons": reasons, "status": "scored"}

@@ -45,6 +45,7 @@ REASON_CODES: dict[str, tuple[str, str]] = {  # feature -> (code if high, code i
     "exporter_history": ("NEW_EXPORTER", "ESTABLISHED_EXPORTER"),
     "importer_history": ("NEW_IMPORTER", "ESTABLISHED_IMPORTER"),
     "parcel_burst": ("PARCEL_BURST", "PARCEL_BURST"),
+    "commodity_novelty": ("COMMODITY_RARE_IN_TRAINING", "COMMODITY_COMMON"),
 }
 _DERIVED = frozenset(_DERIVED_FROM)
 class _Kinds(dict):
@@ -271,6 +272,12 @@ def _sentences(name: str, high: np.ndarray, det, rows: np.ndarray) -> np.ndarray
         ids = _s(r[f"{who}_id_raw"][rows])
         return np.where(seen == 0, who + " " + ids + " never seen in training",
                         who + " " + ids + " seen only " + seen.astype(str).astype(object)
+                        + " times in training")
+    if name == "commodity_novelty":
+        seen = np.round(1.0 / np.maximum(v, 1e-9) - 1.0).astype(int)
+        codes = "hs " + _s(det["hs_text"][rows])
+        return np.where(seen == 0, codes + " never seen in training",
+                        codes + " seen only " + seen.astype(str).astype(object)
                         + " times in training")
     if name == "parcel_burst":
         return ("post/courier items from exporter " + _s(r["exporter_id_raw"][rows])

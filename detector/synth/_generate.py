@@ -345,7 +345,9 @@ def _false_origin(rng, tab, tr, k):
     g["exporter_id"], g["importer_id"], g["declarant_id"], _ = _exporter_or_new(
         rng, pool, k, 0.3, "F", tr)
     g["origin_country"] = FALSE_ORIGINS[rng.integers(0, len(FALSE_ORIGINS), k)].astype(object)
-    _, g["dispatch_country"] = _route(rng, k, 1.0, 0.35)
+    _, dispatch = _route(rng, k, 1.0, 0.35)
+    # A hub may be one of the false origins (MY, VN): ship those from China itself.
+    g["dispatch_country"] = np.where(dispatch == g["origin_country"], "CN", dispatch)
     g["transport_mode"] = mode.astype(object)
     g["revenue"] = 0.3 * g["true_value"]
     return g

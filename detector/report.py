@@ -1,0 +1,615 @@
+"""One self-contained HTML risk report: what was scored, where the budget cuts, why.
+
+``build_report`` turns a model, the output of ``detector score`` and (optionally) the
+original or labelled declarations into a single HTML page: a summary, the score
+histogram with the threshold lines, the top flagged declarations with their reasons,
+breakdowns by commodity chapter, origin and transport mode, and, when labels are given,
+precision / recall / revenue against the inspection budget and recall by fraud scheme.
+
+The page needs nothing but itself: images are inlined as base64 PNG, styles are inline,
+there is no JavaScript and a Content-Security-Policy forbids any network fetch. Every
+value that comes from a file (ids, descriptions, codes, reasons) is escaped with
+:func:`html.escape`: descriptions and ids are written by traders.
+
+matplotlib (the ``[report]`` extra) is imported only when a plot is drawn, with the Agg
+canvas and without pyplot, so importing this module stays cheap and never changes the
+caller's matplotlib backend (a notebook keeps its inline backend).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError, SchemaError
+from .io import CSV_INJECTION_PREFIXES, LIST_SEPARATOR
+
+__all__ = ["build_report", "write_report", "read_scored", "count_rejects",
+           "PLOT_BUDGETS", "SCORED_COLUMNS"]
+
+SCORED_COLUMNS = ("declaration_id", "anomaly_score", "rank", "flagged", "lane",
+                  "random_selected", "reasons")
+#: Budgets of the precision / recall / revenue plot: 0.5% to 20% in steps of 0.5%.
+PLOT_BUDGETS: tuple[float, ...] = tuple(round(0.005 * i, 4) for i in range(1, 41))
+_TABLE_BUDGETS = (0.01, 0.02, 0.05, 0.10)
+_BREAKDOWN_ROWS = 15
+_DESCRIPTION_CHARS = 160
+_LANE_COLOURS = ("#c0392b", "#e1a100", "#d35400", "#2471a3")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _tag(b: float) -> str:
+    # The key format of detector.evaluate.budget_metrics.
+    return f"{b * 100:g}%"
+
+
+def _undefuse(s: pd.Series) -> pd.Series:
+    """Undo the CSV-injection guard of AtomicWriter (``'-12`` was written for ``-12``)."""
+    s = s.astype(object)
+    starts = tuple("'" + p for p in CSV_INJECTION_PREFIXES)
+    mask = s.map(lambda v: isinstance(v, str) and v.startswith(starts)).to_numpy(dtype=bool)
+    if mask.any():
+        s = s.copy()
+        s[mask] = s[mask].str[1:]
+    return s
+
+
+def _as_bool(s: pd.Series) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return s.to_numpy(dtype=bool, na_value=False)
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        return s.fillna(0).to_numpy(dtype=float) != 0
+    text = s.astype(object).map(lambda v: str(v).strip().lower() if v is not None and v == v
+                                else "")
+    return text.isin(("true", "1", "yes", "1.0")).to_numpy(dtype=bool)
+
+
+def _as_reasons(v: Any) -> list[str]:
+    if v is None:
+        return []
+    if isinstance(v, list | tuple | np.ndarray):
+        return [str(x) for x in v if x is not None and str(x) != ""]
+    if isinstance(v, float) and v != v:
+        return []
+    text = str(v).strip()
+    if not text:
+        return []
+    return [part.strip() for part in text.split(LIST_SEPARATOR.strip()) if part.strip()]
+
+
+def read_scored(path: str | os.PathLike) -> pd.DataFrame:
+    """Read the output of ``detector score`` (CSV, Parquet or JSON lines, by extension).
+
+    Returns the seven output columns with plain types: ``declaration_id`` str,
+    ``anomaly_score`` float, ``rank`` int, ``flagged`` / ``random_selected`` bool, ``lane``
+    str and ``reasons`` a list of str per row (CSV's ``" | "`` is split back).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"SCORED {p} does not exist")
+    if p.is_dir():
+        raise InputError(f"SCORED {p} is a directory; expected the output of detector score")
+    name = p.name.lower()
+    try:
+        if name.endswith((".parquet", ".pq")):
+            df = pd.read_parquet(p)
+        elif name.endswith((".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")):
+            if p.stat().st_size == 0:
+                df = pd.DataFrame(columns=list(SCORED_COLUMNS))
+            else:
+                df = pd.read_json(p, lines=True, dtype={"declaration_id": str, "lane": str},
+                                  convert_dates=False)
+        elif name.endswith((".csv", ".csv.gz")):
+            df = pd.read_csv(p, dtype={"declaration_id": str, "lane": str, "reasons": str},
+                             keep_default_na=False, na_values={"anomaly_score": [""],
+                                                               "rank": [""]})
+        else:
+            raise InputError(f"SCORED {p}: unknown format; expected .csv, .parquet or .jsonl "
+                             "(the output of detector score)")
+    except (InputError, FileNotFoundError):
+        raise
+    except Exception as exc:  # pandas / pyarrow parse errors: one clear message
+        raise InputError(f"SCORED {p} could not be read: {type(exc).__name__}: {exc}") from None
+    missing = [c for c in SCORED_COLUMNS if c not in df.columns]
+    if missing:
+        raise SchemaError(f"SCORED {p} lacks column(s) {missing}: expected the output of "
+                          f"detector score ({', '.join(SCORED_COLUMNS)}); got "
+                          f"{list(df.columns)[:10]}")
+    out = pd.DataFrame({
+        "declaration_id": _undefuse(df["declaration_id"]).map(
+            lambda v: "" if v is None or v != v else str(v)).astype(object),
+        "anomaly_score": pd.to_numeric(df["anomaly_score"], errors="coerce").astype(float),
+        "rank": pd.to_numeric(df["rank"], errors="coerce"),
+        "flagged": _as_bool(df["flagged"]),
+        "lane": df["lane"].astype(object).map(lambda v: "" if v is None or v != v else str(v)),
+        "random_selected": _as_bool(df["random_selected"]),
+        "reasons": [_as_reasons(v) for v in df["reasons"].astype(object)],
+    })
+    out = out[out["anomaly_score"].notna()].reset_index(drop=True)
+    if out["rank"].isna().any():
+        out["rank"] = out["anomaly_score"].rank(ascending=False, method="first")
+    out["rank"] = out["rank"].astype("int64")
+    return out
+
+
+def count_rejects(path: str | os.PathLike) -> int:
+    """Data records in a ``*.rejects.csv`` (0 when the file is absent); quoted newlines ok."""
+    p = Path(path)
+    if not p.is_file():
+        return 0
+    with open(p, newline="", encoding="utf-8", errors="replace") as fh:
+        n = sum(1 for _ in csv.reader(fh))
+    return max(0, n - 1)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _figure(width: float = 9.0, height: float = 4.0):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<img src="data:image/png;base64,{b64}" alt="{html.escape(alt)}">'
+
+
+def _histogram(scores: np.ndarray, model, fraud: np.ndarray | None) -> str:
+    fig = _figure()
+    ax = fig.add_subplot()
+    lo, hi = float(np.min(scores)), float(np.max(scores))
+    thresholds = [float(model.threshold_), *map(float, model.lane_thresholds_.values())]
+    lo, hi = min(lo, *thresholds), max(hi, *thresholds)
+    pad = max(1e-3, (hi - lo) * 0.02)
+    bins = np.linspace(lo - pad, hi + pad, 61)
+    if fraud is not None and fraud.any():
+        ax.hist(scores[~fraud], bins=bins, color="#7f8c8d", alpha=0.8, label="not fraud")
+        ax.hist(scores[fraud], bins=bins, color="#c0392b", alpha=0.9, label="fraud (label)")
+    else:
+        ax.hist(scores, bins=bins, color="#5d6d7e", label="declarations")
+    ax.set_yscale("log")
+    budget = float(model.metadata_.get("params", {}).get("budget", getattr(model, "budget", 0)))
+    ax.axvline(model.threshold_, color="black", lw=2, ls="-",
+               label=f"flag threshold {model.threshold_:.3f} (budget {budget:.1%})")
+    for i, (name, thr) in enumerate(model.lane_thresholds_.items()):
+        if abs(float(thr) - float(model.threshold_)) < 1e-12 and i == 0:
+            continue  # the first lane usually is the flag threshold: one line is enough
+        ax.axvline(thr, color=_LANE_COLOURS[i % len(_LANE_COLOURS)], lw=1.5, ls="--",
+                   label=f"{name} lane from {float(thr):.3f}")
+    ax.set_xlabel("anomaly score (higher = more suspicious)")
+    ax.set_ylabel("declarations (log scale)")
+    ax.set_title("Score distribution and where the budget cuts")
+    ax.legend(loc="upper right", fontsize=8)
+    return _png(fig)
+
+
+def _budget_plot(curves: Mapping[str, list[float]], budgets: tuple[float, ...]) -> str:
+    fig = _figure()
+    ax = fig.add_subplot()
+    x = np.asarray(budgets) * 100
+    styles = {"precision": "#2471a3", "recall": "#c0392b", "revenue": "#229954"}
+    for name, ys in curves.items():
+        ax.plot(x, np.asarray(ys, dtype=float) * 100, marker=".", color=styles.get(name),
+                label=f"{name}@budget")
+    for b in _TABLE_BUDGETS:
+        ax.axvline(b * 100, color="#bbbbbb", lw=0.8, ls=":")
+    ax.set_xlabel("inspection budget (% of declarations inspected, highest scores first)")
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax.set_xlim(0, x.max() + 0.5)
+    ax.set_title("Precision, recall and revenue against the inspection budget")
+    ax.legend(loc="center right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _scheme_plot(recall: Mapping[str, float], counts: Mapping[str, int]) -> str:
+    names = sorted(recall, key=lambda k: recall[k])
+    fig = _figure(9.0, max(2.0, 0.45 * len(names) + 1.0))
+    ax = fig.add_subplot()
+    vals = [recall[n] * 100 for n in names]
+    ax.barh(range(len(names)), vals, color="#c0392b")
+    ax.set_yticks(range(len(names)), [f"{n} ({counts.get(n, 0)})" for n in names])
+    for i, v in enumerate(vals):
+        ax.text(min(v + 1, 92), i, f"{v:.0f}%", va="center", fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("recall at a 5% budget (% of the scheme's frauds in the top 5%)")
+    ax.set_title("Which schemes the top 5% catches")
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;margin:24px auto;
+max-width:1200px;color:#1c2833;background:#fff;line-height:1.4}
+h1{font-size:1.6em;margin-bottom:0}h2{border-bottom:2px solid #d5d8dc;padding-bottom:4px;
+margin-top:2em}.sub{color:#5d6d7e;margin-top:4px}
+table{border-collapse:collapse;margin:8px 0;font-size:0.9em}
+th,td{border:1px solid #d5d8dc;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#eaf2f8}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+table.top td ul{margin:0;padding-left:1.1em}table.top td.desc{max-width:260px}
+.lane{display:inline-block;padding:1px 6px;border-radius:3px;color:#fff;font-size:0.85em}
+.lane-red{background:#c0392b}.lane-yellow{background:#b7950b}.lane-green{background:#229954}
+.lane-other{background:#5d6d7e}.rnd{color:#6c3483;font-size:0.85em}
+.cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #d5d8dc;border-radius:6px;
+padding:8px 14px;min-width:120px}.card b{display:block;font-size:1.5em}
+img{max-width:100%;height:auto;border:1px solid #eee}.note{color:#5d6d7e;font-size:0.9em}
+.flex{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
+"""
+
+
+def _e(v: Any) -> str:
+    return html.escape("" if v is None else str(v), quote=True)
+
+
+def _num(v: Any, fmt: str = ",") -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return _e(v)
+    if f != f:
+        return "n/a"
+    return format(int(f), fmt) if fmt == "," else format(f, fmt)
+
+
+def _pct(v: Any) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if f != f else f"{f:.1%}"
+
+
+def _lane_badge(lane: str) -> str:
+    cls = lane if lane in ("red", "yellow", "green") else "other"
+    return f'<span class="lane lane-{cls}">{_e(lane)}</span>'
+
+
+def _table(headers: list[str], rows: list[list[str]], numeric: set[int] | frozenset = frozenset(),
+           cls: str = "") -> str:
+    """``headers`` are plain text (escaped here); ``rows`` cells are ready HTML."""
+    head = "".join(f'<th class="num">{_e(h)}</th>' if i in numeric else f"<th>{_e(h)}</th>"
+                   for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else
+                                    f"<td>{c}</td>" for i, c in enumerate(r)) + "</tr>"
+                   for r in rows)
+    c = f' class="{cls}"' if cls else ""
+    return f"<table{c}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _kv(pairs: list[tuple[str, str]]) -> str:
+    return "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in pairs) + \
+        "</table>"
+
+
+def _text_col(df: pd.DataFrame, col: str) -> pd.Series:
+    if col not in df.columns:
+        return pd.Series([""] * len(df), index=df.index, dtype=object)
+    return df[col].astype(object).map(lambda v: "" if v is None or v != v else str(v).strip())
+
+
+def _join_inputs(scored: pd.DataFrame, inputs: pd.DataFrame | None) -> tuple[pd.DataFrame, int]:
+    """Scored rows with the input columns beside them (left join on declaration_id)."""
+    if inputs is None:
+        return scored, 0
+    if "declaration_id" not in inputs.columns:
+        raise SchemaError("INPUT has no declaration_id column: the report joins on it")
+    keep = [c for c in ("hs_code", "origin_country", "transport_mode", "description",
+                        "is_fraud", "fraud_scheme", "revenue") if c in inputs.columns]
+    right = inputs[["declaration_id", *keep]].copy()
+    right["declaration_id"] = _text_col(right, "declaration_id")
+    right = right.drop_duplicates("declaration_id", keep="first")
+    left = scored.copy()
+    left["declaration_id"] = left["declaration_id"].astype(object).map(lambda v: str(v).strip())
+    right = right.rename(columns={c: f"in_{c}" for c in keep})
+    right["_joined"] = True
+    merged = left.merge(right, on="declaration_id", how="left", sort=False)
+    joined = merged["_joined"].astype(object).eq(True).to_numpy(dtype=bool)
+    merged = merged.drop(columns="_joined")
+    merged.index = scored.index
+    return merged, int(joined.sum())
+
+
+def _labels(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """(mask of labelled rows, y, revenue or None, scheme) from the joined frame."""
+    y = pd.to_numeric(df["in_is_fraud"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    mask = np.isin(y, (0.0, 1.0))
+    rev = None
+    if "in_revenue" in df.columns:
+        rev = pd.to_numeric(df["in_revenue"], errors="coerce").to_numpy(
+            dtype=float, na_value=np.nan)[mask]
+    if "in_fraud_scheme" in df.columns:
+        scheme = _text_col(df, "in_fraud_scheme").to_numpy(dtype=object)[mask]
+        scheme = np.where(scheme == "", None, scheme)
+    else:
+        scheme = np.full(int(mask.sum()), None, dtype=object)
+    return mask, y[mask].astype(int), rev, scheme
+
+
+def _breakdown(df: pd.DataFrame, key: pd.Series, title: str, labelled: bool) -> str:
+    g = pd.DataFrame({"key": key.replace("", "(missing)").to_numpy(),
+                      "flagged": df["flagged"].to_numpy(dtype=bool)})
+    if labelled:
+        y = pd.to_numeric(df["in_is_fraud"], errors="coerce").to_numpy(dtype=float,
+                                                                        na_value=np.nan)
+        g["fraud"] = y == 1.0
+    agg = g.groupby("key", sort=False).agg(
+        declarations=("flagged", "size"), flagged=("flagged", "sum"),
+        **({"frauds": ("fraud", "sum")} if labelled else {}))
+    agg["share"] = agg["flagged"] / agg["declarations"]
+    agg = agg.sort_values(["declarations", "flagged"], ascending=False)
+    shown = agg.head(_BREAKDOWN_ROWS)
+    headers = [title, "declarations", "flagged", "flagged share"] + (["frauds"] if labelled
+                                                                     else [])
+    rows = []
+    for k, r in shown.iterrows():
+        row = [_e(k), _num(r["declarations"]), _num(r["flagged"]), _pct(r["share"])]
+        if labelled:
+            row.append(_num(r["frauds"]))
+        rows.append(row)
+    more = len(agg) - len(shown)
+    note = (f'<p class="note">{more:,} less frequent ones not shown.</p>'
+            if more > 0 else "")
+    return (f"<div><h3>By {_e(title)}</h3>"
+            + _table(headers, rows, numeric={1, 2, 3, 4}) + note + "</div>")
+
+
+def build_report(model, scored_df: pd.DataFrame, rejects_count: int,
+                 inputs_df: pd.DataFrame | None = None, top: int = 50, *,
+                 title: str = "Customs declaration risk report",
+                 sources: Mapping[str, str] | None = None) -> str:
+    """The HTML report as one string (see the module docstring for what it holds).
+
+    ``scored_df`` has the columns of ``detector score`` (see :func:`read_scored`);
+    ``inputs_df`` (optional) the original or labelled declarations, joined on
+    ``declaration_id``; ``top`` the number of flagged declarations listed.
+    """
+    if int(top) < 0:
+        raise ValueError(f"top must be >= 0, got {top}")
+    missing = [c for c in SCORED_COLUMNS if c not in scored_df.columns]
+    if missing:
+        raise SchemaError(f"scored frame lacks column(s) {missing}")
+    scored = scored_df.reset_index(drop=True).copy()
+    scored["flagged"] = _as_bool(scored["flagged"])
+    scored["random_selected"] = _as_bool(scored["random_selected"])
+    scored["reasons"] = [_as_reasons(v) for v in scored["reasons"].astype(object)]
+    scored["anomaly_score"] = pd.to_numeric(scored["anomaly_score"], errors="coerce")
+    scored = scored[scored["anomaly_score"].notna()].reset_index(drop=True)
+    df, n_joined = _join_inputs(scored, inputs_df)
+    has_inputs = inputs_df is not None
+    labelled_mask = np.zeros(len(df), dtype=bool)
+    if has_inputs and "in_is_fraud" in df.columns:
+        labelled_mask, y, rev, scheme = _labels(df)
+    has_labels = bool(labelled_mask.any())
+
+    n_scored = len(df)
+    n_rejected = int(rejects_count)
+    n_rows = n_scored + n_rejected
+    n_flagged = int(df["flagged"].sum())
+    n_random = int(df["random_selected"].sum())
+    lanes = df["lane"].astype(object).map(str).value_counts()
+    md = dict(getattr(model, "metadata_", {}) or {})
+    training = md.get("training", {}) or {}
+    params = md.get("params", {}) or {}
+
+    parts: list[str] = []
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    src = "".join(f"<br>{_e(k)}: <code>{_e(v)}</code>" for k, v in (sources or {}).items())
+    parts.append(f"<h1>{_e(title)}</h1><p class=\"sub\">generated {_e(now)} by detector "
+                 f"{_e(md.get('detector_version', ''))}{src}</p>")
+
+    # ---- summary
+    cards = [("rows", n_rows), ("scored", n_scored), ("rejected", n_rejected),
+             ("flagged", n_flagged), ("random selections", n_random)]
+    html_cards = "".join(f'<div class="card"><b>{_num(v)}</b>{_e(k)}</div>' for k, v in cards)
+    lane_rows = [[_lane_badge(str(k)), _num(v), _pct(v / n_scored if n_scored else np.nan)]
+                 for k, v in lanes.items()]
+    lane_thr = ", ".join(f"{_e(k)} &ge; {float(v):.4f}"
+                         for k, v in (getattr(model, "lane_thresholds_", {}) or {}).items())
+    lane_shares = ", ".join(f"{_e(k)} {float(v):.1%}"
+                            for k, v in (params.get("lanes") or {}).items())
+    meta = [
+        ("training rows", _num(training.get("rows", "n/a"))),
+        ("rejected at training", _num(training.get("rejected", "n/a"))),
+        ("trained (UTC)", _e(training.get("trained_utc", "n/a"))),
+        ("flag threshold", f"{float(model.threshold_):.4f} (budget "
+                           f"{_pct(params.get('budget', np.nan))} of declarations)"),
+        ("lane thresholds", lane_thr or "n/a"),
+        ("lane shares", lane_shares or "n/a"),
+        ("random selection share", _pct(params.get("random_share", np.nan))),
+        ("trees", _e(params.get("n_estimators", "n/a"))),
+        ("features", _num(len(md.get("features", []) or []))),
+        ("switched-off features", _e(", ".join(md.get("disabled_features", {}) or {})
+                                     or "none")),
+        ("model created (UTC)", _e(md.get("created_utc", "n/a"))),
+    ]
+    flagged_share = _pct(n_flagged / n_scored) if n_scored else "n/a"
+    parts.append("<h2>Summary</h2>" + f'<div class="cards">{html_cards}</div>'
+                 + f'<p>{_num(n_flagged)} of {_num(n_scored)} scored declarations are flagged '
+                 f'({flagged_share}); rows in = scored + rejected = {_num(n_rows)}.</p>'
+                 + '<div class="flex"><div><h3>Lanes</h3>'
+                 + _table(["lane", "declarations", "share"], lane_rows, numeric={1, 2})
+                 + "</div><div><h3>Model</h3>" + _kv(meta) + "</div></div>")
+    if has_inputs:
+        parts.append(f'<p class="note">INPUT joined on declaration_id: {_num(n_joined)} of '
+                     f'{_num(n_scored)} scored rows found; labelled rows: '
+                     f'{_num(int(labelled_mask.sum()))}.</p>')
+
+    # ---- histogram
+    parts.append("<h2>Score distribution</h2>")
+    if n_scored:
+        fraud_all = None
+        if has_labels:
+            fraud_all = np.zeros(n_scored, dtype=bool)
+            fraud_all[np.flatnonzero(labelled_mask)[y == 1]] = True
+        parts.append(_img(_histogram(df["anomaly_score"].to_numpy(dtype=float), model,
+                                     fraud_all), "histogram of anomaly scores"))
+        parts.append('<p class="note">Declarations right of the black line are flagged; '
+                     "the dashed lines start the other lanes.</p>")
+    else:
+        parts.append("<p>No declaration was scored.</p>")
+
+    # ---- top flagged
+    top_rows = df[df["flagged"]].sort_values(["rank", "anomaly_score"],
+                                             ascending=[True, False]).head(int(top))
+    headers = ["rank", "declaration_id", "anomaly score", "lane"]
+    extra = [c for c in ("hs_code", "origin_country", "transport_mode", "description")
+             if f"in_{c}" in df.columns]
+    headers += extra + ["reasons"]
+    rows = []
+    for _, r in top_rows.iterrows():
+        lane = _lane_badge(str(r["lane"]))
+        if r["random_selected"]:
+            lane += ' <span class="rnd">random</span>'
+        row = [_num(r["rank"]), f"<code>{_e(r['declaration_id'])}</code>",
+               f"{float(r['anomaly_score']):.4f}", lane]
+        for c in extra:
+            v = r[f"in_{c}"]
+            text = "" if v is None or (isinstance(v, float) and v != v) else str(v)
+            if len(text) > _DESCRIPTION_CHARS:
+                text = text[:_DESCRIPTION_CHARS] + "\u2026"
+            row.append(_e(text))
+        reasons = r["reasons"] or []
+        row.append("<ul>" + "".join(f"<li>{_e(x)}</li>" for x in reasons) + "</ul>"
+                   if reasons else "<em>no reason recorded</em>")
+        rows.append(row)
+    parts.append(f"<h2>Top {_num(len(top_rows))} flagged declarations</h2>")
+    if rows:
+        parts.append(f'<p class="note">Highest scores first, of {_num(n_flagged)} flagged. '
+                     "Each reason names the feature that, put back to its typical value, "
+                     "lowers the score most, with the numbers an officer can check.</p>")
+        parts.append(_table(headers, rows, numeric={0, 2}, cls="top"))
+    else:
+        parts.append("<p>No declaration is flagged.</p>")
+
+    # ---- breakdowns
+    if has_inputs and n_joined:
+        parts.append("<h2>Breakdowns</h2>")
+        blocks = []
+        if "in_hs_code" in df.columns:
+            chapter = _text_col(df, "in_hs_code").str.replace(r"\D", "", regex=True).str[:2]
+            blocks.append(_breakdown(df, chapter, "HS chapter", has_labels))
+        if "in_origin_country" in df.columns:
+            blocks.append(_breakdown(df, _text_col(df, "in_origin_country").str.upper(),
+                                     "origin country", has_labels))
+        if "in_transport_mode" in df.columns:
+            blocks.append(_breakdown(df, _text_col(df, "in_transport_mode").str.lower(),
+                                     "transport mode", has_labels))
+        parts.append('<div class="flex">' + "".join(blocks) + "</div>")
+
+    # ---- performance against labels
+    if has_labels:
+        from .evaluate import budget_metrics, scheme_recall
+
+        s = df["anomaly_score"].to_numpy(dtype=float)[labelled_mask]
+        parts.append("<h2>How the model did (labels)</h2>")
+        n_lab, n_fraud = len(y), int(y.sum())
+        parts.append(f"<p>{_num(n_lab)} labelled declarations, {_num(n_fraud)} frauds "
+                     f"({_pct(n_fraud / n_lab)}). Budgets rank the labelled rows by score: "
+                     "the top n% are inspected.</p>")
+        if n_fraud == 0:
+            parts.append("<p>No fraud among the labelled rows: recall is undefined.</p>")
+        else:
+            m = budget_metrics(y, s, rev, budgets=_TABLE_BUDGETS)
+            keys = ["precision", "recall"] + (["revenue"] if rev is not None else [])
+            rows = [[_e(f"{b:.0%}")] + [_pct(m.get(f"{k}@{_tag(b)}")) for k in keys]
+                    for b in _TABLE_BUDGETS]
+            parts.append('<div class="flex"><div>'
+                         + _table(["budget", *[f"{k}@budget" for k in keys]], rows,
+                                  numeric={1, 2, 3})
+                         + _kv([("ROC-AUC", f"{m['roc_auc']:.3f}"),
+                                ("average precision", f"{m['average_precision']:.3f}")])
+                         + "</div></div>")
+            curve_m = budget_metrics(y, s, rev, budgets=PLOT_BUDGETS)
+            curves = {k: [curve_m.get(f"{k}@{_tag(b)}", np.nan) for b in PLOT_BUDGETS]
+                      for k in keys}
+            parts.append(_img(_budget_plot(curves, PLOT_BUDGETS),
+                              "precision, recall and revenue against the budget"))
+            by_scheme = scheme_recall(y, scheme, s, 0.05)
+            if by_scheme:
+                counts = {k: int(((scheme == k) & (y == 1)).sum()) for k in by_scheme}
+                parts.append("<h3>Recall at 5% by fraud scheme</h3>")
+                srows = [[_e(k), _num(counts[k]), _pct(v)] for k, v in
+                         sorted(by_scheme.items(), key=lambda kv: -kv[1])]
+                parts.append('<div class="flex"><div>'
+                             + _table(["scheme", "frauds", "recall@5%"], srows,
+                                      numeric={1, 2})
+                             + "</div><div>" + _img(_scheme_plot(by_scheme, counts),
+                                                   "recall at 5% by scheme")
+                             + "</div></div>")
+
+    csp = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+           "base-uri 'none'; form-action 'none'")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(parts) + "\n</body></html>\n")
+
+
+def write_report(model_path: str | os.PathLike, scored_path: str | os.PathLike,
+                 output: str | os.PathLike, labels: str | os.PathLike | None = None,
+                 top: int = 50, force: bool = False, *, columns=None,
+                 encoding: str = "utf-8") -> dict:
+    """Read the model, the scored file (+ its rejects) and optional INPUT; write the HTML.
+
+    The output is written atomically and is not overwritten unless ``force``. Returns a
+    summary dict (what the CLI prints).
+    """
+    from .io import atomic_write_text, read_table
+    from .jobs import _mapping, load_model, rejects_path
+
+    started = time.time()
+    out = Path(output)
+    if out.exists() and not force:
+        raise InputError(f"OUTPUT {out} exists; pass --force to overwrite")
+    if out.is_dir():
+        raise InputError(f"OUTPUT {out} is a directory; expected a file name")
+    model = load_model(model_path)
+    scored = read_scored(scored_path)
+    rej_file = rejects_path(scored_path)
+    n_rejected = count_rejects(rej_file)
+    inputs = None
+    if labels is not None:
+        inputs = read_table(labels, _mapping(columns), encoding=encoding)
+    sources = {"model": os.fspath(model_path), "scored": os.fspath(scored_path)}
+    if labels is not None:
+        sources["input"] = os.fspath(labels)
+    text = build_report(model, scored, n_rejected, inputs, top=top, sources=sources)
+    atomic_write_text(out, text, force=force)
+    return {"output": str(out), "rows": int(len(scored) + n_rejected),
+            "scored": int(len(scored)), "rejected": n_rejected,
+            "rejects_file": str(rej_file) if rej_file.exists() else None,
+            "flagged": int(scored["flagged"].sum()),
+            "random_selected": int(scored["random_selected"].sum()),
+            "lanes": {str(k): int(v) for k, v in scored["lane"].value_counts().items()},
+            "top_listed": int(min(int(top), int(scored["flagged"].sum()))),
+            "input": None if labels is None else str(labels),
+            "labelled": bool(inputs is not None and "is_fraud" in inputs.columns),
+            "images": text.count('src="data:image/png;base64,'),
+            "bytes": len(text.encode("utf-8")),
+            "seconds": round(time.time() - started, 3)}

@@ -633,26 +633,10 @@ class DeclarationFeatures:
             t[f"vocab_x:{c}"] = _vocab(df[c])
         r = self._rows(df)
         for name in _RATIOS:
-            x = self._ratio(name, r)
-            for lvl in LEVELS:
-                k, cnt, med, sc = _robust_stats(self._key(name, r, lvl), x)
-                t[f"{name}|{lvl}|key"], t[f"{name}|{lvl}|n"] = k, cnt
-                t[f"{name}|{lvl}|med"], t[f"{name}|{lvl}|scale"] = med, sc
-            ok = np.isfinite(x)
-            med = float(np.median(x[ok])) if ok.any() else 0.0
-            mad = float(np.median(np.abs(x[ok] - med))) if ok.any() else 0.0
-            t[f"{name}|all"] = np.array([ok.sum(), med, max(mad * _MAD_TO_SD, _MIN_LOG_SCALE)])
+            self._fit_reference(name, self._ratio(name, r), r, _MIN_LOG_SCALE)
         extra_cats = tuple(f"x:{c}" for c in self.extra_categorical)
         for c in self.extra_numeric:
-            x = r[f"n:{c}"]
-            for lvl in LEVELS:
-                k, cnt, med, sc = _robust_stats(r[lvl], x, floor=_EXTRA_MIN_SCALE)
-                t[f"xz:{c}|{lvl}|key"], t[f"xz:{c}|{lvl}|n"] = k, cnt
-                t[f"xz:{c}|{lvl}|med"], t[f"xz:{c}|{lvl}|scale"] = med, sc
-            ok = np.isfinite(x)
-            med = float(np.median(x[ok])) if ok.any() else 0.0
-            mad = float(np.median(np.abs(x[ok] - med))) if ok.any() else 0.0
-            t[f"xz:{c}|all"] = np.array([ok.sum(), med, max(mad * _MAD_TO_SD, _EXTRA_MIN_SCALE)])
+            self._fit_reference(f"xz:{c}", r[f"n:{c}"], r, _EXTRA_MIN_SCALE)
         for lvl in LEVELS:
             t[f"cnt|{lvl}|key"], t[f"cnt|{lvl}|n"] = _count_table(r[lvl])
             for cat in ("origin_country", "transport_mode", "package_type", "unit", *extra_cats):
@@ -682,6 +666,18 @@ class DeclarationFeatures:
         q = np.percentile(X, [25, 75], axis=0)
         self.spread_ = np.maximum(q[1] - q[0], 1e-6)
         self._X_train_ = X
+
+    def _fit_reference(self, name: str, x: np.ndarray, r, floor: float) -> None:
+        """Median and robust scale of x per key at every HS level, and over all goods."""
+        t = self.tables_
+        for lvl in LEVELS:
+            k, cnt, med, sc = _robust_stats(self._key(name, r, lvl), x, floor=floor)
+            t[f"{name}|{lvl}|key"], t[f"{name}|{lvl}|n"] = k, cnt
+            t[f"{name}|{lvl}|med"], t[f"{name}|{lvl}|scale"] = med, sc
+        ok = np.isfinite(x)
+        med = float(np.median(x[ok])) if ok.any() else 0.0
+        mad = float(np.median(np.abs(x[ok] - med))) if ok.any() else 0.0
+        t[f"{name}|all"] = np.array([ok.sum(), med, max(mad * _MAD_TO_SD, floor)])
 
     def _fit_composition(self, r, t) -> None:
         comp_codes, comp_uniq = _factorize(r["composition"])

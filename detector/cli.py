@@ -97,7 +97,7 @@ def generate(rows, seed, fraud_rate, output, force):
 
 
 @main.command()
-@click.argument("input", type=click.Path(dir_okay=False))
+@click.argument("input", type=click.Path())
 @click.option("-o", "--output", default="models/detector.joblib", show_default=True,
               type=click.Path(dir_okay=False))
 @click.option("--budget", type=click.FloatRange(0, 1, min_open=True, max_open=True),
@@ -212,7 +212,7 @@ def _evaluate_table(report: dict) -> str:
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("input", type=click.Path(dir_okay=False))
+@click.argument("input", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--no-baselines", is_flag=True, help="Skip the two baselines.")
 @_columns
@@ -232,7 +232,7 @@ def evaluate(model, input, as_json, no_baselines, columns, encoding):
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("input", type=click.Path(dir_okay=False))
+@click.argument("input", type=click.Path())
 @click.option("--id", "declaration_id", required=True, help="declaration_id to explain.")
 @click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
 @_columns

@@ -258,7 +258,8 @@ def _robust_stats(keys: np.ndarray, x: np.ndarray, floor: float = _MIN_LOG_SCALE
 
 
 def _log_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # Valid but extreme values (5e-324 kg) overflow the ratio: that is a missing ratio.
+    with np.errstate(all="ignore"):
         r = np.log(a / b)
     return np.where(np.isfinite(r), r, np.nan)
 
@@ -569,7 +570,7 @@ class DeclarationFeatures:
             # the packaging (a drum, a carton, a parcel box), whatever the lot size, where
             # a gross/net ratio would swing with it. log1p keeps unpacked goods (0 kg) finite.
             tare = np.maximum(r["gross_mass_kg"] - net, 0.0)
-            with np.errstate(divide="ignore", invalid="ignore"):
+            with np.errstate(all="ignore"):
                 v = np.log1p(tare / r["packages"])
             return np.where(np.isfinite(v) & (r["packages"] > 0), v, np.nan)
         if name == "measured_mass":
@@ -880,26 +881,30 @@ class DeclarationFeatures:
             level = np.where(cnt >= self.min_rows, i, level)
         return level
 
-    def _cond_surprisal(self, r, cat: str, loo: bool) -> np.ndarray:
+    def _cond_surprisal(self, r, cat: str, loo: bool):
         """-log P(category | commodity) at the finest HS level with enough rows."""
         if len(r["hs"]) == 1 and not loo:
             key = self._memo_key(r, f"s|{cat}|{int(r[cat][0])}|{r[f'{cat}_raw'][0] is None}")
             return self._memoized(key, lambda: self._cond_surprisal_rows(r, cat, loo))
         return self._cond_surprisal_rows(r, cat, loo)
 
-    def _cond_surprisal_rows(self, r, cat: str, loo: bool) -> np.ndarray:
+    def _cond_surprisal_rows(self, r, cat: str, loo: bool):
         t = self.tables_
         nb = len(t[f"vocab_{cat}"])
         # A commodity too rare at every HS level is compared with all goods: how common
         # the category is overall (an unseen origin is still rare there).
         n_all = float(self.n_rows_) - (1 if loo else 0) if hasattr(self, "n_rows_") else None
         counts = t.get(f"cnt|all|{cat}|n")
+        n = len(r["hs"])
         if counts is not None and n_all:
             n_c = self._val(f"cnt|all|{cat}", "n", self._pos(f"cnt|all|{cat}", r[cat]), 0)
             n_c = np.maximum(n_c.astype(float) - ((r[cat] >= 0) if loo else 0), 0)
             out = -np.log((n_c + 0.5) / (n_all + 1.0))
+            seen, among = n_c, np.full(n, n_all)
         else:
-            out = np.full(len(r["hs"]), np.nan)
+            out = np.full(n, np.nan)
+            seen, among = np.zeros(n), np.zeros(n)
+        level = np.full(n, len(LEVELS), dtype=np.int64)
         for lvl in reversed(LEVELS):
             n_key = self._val(f"cnt|{lvl}", "n", self._pos(f"cnt|{lvl}", r[lvl]), 0)
             n_key = n_key.astype(float)
@@ -910,11 +915,15 @@ class DeclarationFeatures:
                 n_key, n_pair = n_key - 1, np.maximum(n_pair - (pair >= 0), 0)
             ok = n_key >= self.min_rows
             out = np.where(ok, -np.log((n_pair + 0.5) / (np.maximum(n_key, 0) + 1.0)), out)
+            seen, among = np.where(ok, n_pair, seen), np.where(ok, n_key, among)
+            level = np.where(ok, LEVELS.index(lvl), level)
         missing = r[f"{cat}_raw"] == None  # noqa: E711 - elementwise on an object array
-        return np.where(missing, np.nan, out)
+        # The counts behind the smoothed probability, for reasons that quote them.
+        return np.where(missing, np.nan, out), seen, among, level
 
-    def _history_surprisal(self, r, what: str, loo: bool) -> np.ndarray:
-        """-log P(origin or heading | exporter) from its history; NaN for a new exporter."""
+    def _history_surprisal(self, r, what: str, loo: bool):
+        """-log P(origin or heading | exporter) from its history (NaN for a new exporter),
+        with the counts behind it."""
         t = self.tables_
         trader = r["exporter_id"]
         other, vocab = (r["origin_country"], "origin_country") if what == "origin" else \
@@ -926,7 +935,8 @@ class DeclarationFeatures:
         if loo:
             n_tr, n_pair = n_tr - 1, np.maximum(n_pair - (pair >= 0), 0)
         # n_tr is -1 for a missing exporter under leave-one-out: clip before dividing.
-        return np.where(n_tr > 0, -np.log((n_pair + 0.5) / (np.maximum(n_tr, 0) + 1.0)), np.nan)
+        out = np.where(n_tr > 0, -np.log((n_pair + 0.5) / (np.maximum(n_tr, 0) + 1.0)), np.nan)
+        return out, n_pair, np.maximum(n_tr, 0)
 
     def _composition_features(self, r, loo: bool):
         t = self.tables_
@@ -1060,6 +1070,13 @@ class DeclarationFeatures:
         out[ok] = np.maximum(0.0, np.log(cnt) - np.log(np.maximum(typical, 1.0)))
         return out
 
+    @staticmethod
+    def _counted(cols, det, name, result) -> None:
+        cols[name] = result[0]
+        det[f"{name}|seen"], det[f"{name}|among"] = result[1], result[2]
+        if len(result) > 3:
+            det[f"{name}|level"] = result[3]
+
     def _transform(self, r, context, loo: bool):
         n = len(r["hs"])
         cols: dict[str, np.ndarray] = {}
@@ -1082,7 +1099,7 @@ class DeclarationFeatures:
         cols["composition_foreign"], cols["rare_earth_excess"] = foreign, re_excess
         cols["description_foreign"] = self._description_foreign(r, loo)
         t = self.tables_
-        cols["origin_rarity"] = self._cond_surprisal(r, "origin_country", loo)
+        self._counted(cols, det, "origin_rarity", self._cond_surprisal(r, "origin_country", loo))
         o, d = r["origin_country"], r["dispatch_country"]
         n_o = self._val("cnt|origin", "n", self._pos("cnt|origin", o), 0).astype(float)
         pair = _pair(o, d, len(t["vocab_dispatch_country"]))
@@ -1093,6 +1110,8 @@ class DeclarationFeatures:
         has_d = r["dispatch_country_raw"] != None  # noqa: E711
         cols["origin_dispatch_rarity"] = np.where(
             has_d, -np.log((n_od + 0.5) / (np.maximum(n_o, 0) + 1.0)), np.nan)
+        det["origin_dispatch_rarity|seen"] = n_od
+        det["origin_dispatch_rarity|among"] = np.maximum(n_o, 0)
         same = np.asarray([str(a).strip().upper() == str(b).strip().upper() for a, b in zip(
             r["origin_country_raw"], r["dispatch_country_raw"], strict=True)]) if n == 1 else (
             pd.Series(r["origin_country_raw"], dtype="str").str.strip().str.upper().to_numpy(
@@ -1100,11 +1119,11 @@ class DeclarationFeatures:
             == pd.Series(r["dispatch_country_raw"], dtype="str").str.strip().str.upper()
             .to_numpy(dtype=object))
         cols["origin_differs"] = np.where(has_d, (~same.astype(bool)).astype(float), np.nan)
-        cols["exporter_origin_rarity"] = self._history_surprisal(r, "origin", loo)
-        cols["exporter_commodity_rarity"] = self._history_surprisal(r, "hs4", loo)
-        cols["mode_rarity"] = self._cond_surprisal(r, "transport_mode", loo)
-        cols["package_rarity"] = self._cond_surprisal(r, "package_type", loo)
-        cols["unit_rarity"] = self._cond_surprisal(r, "unit", loo)
+        self._counted(cols, det, "exporter_origin_rarity", self._history_surprisal(r, "origin", loo))
+        self._counted(cols, det, "exporter_commodity_rarity", self._history_surprisal(r, "hs4", loo))
+        self._counted(cols, det, "mode_rarity", self._cond_surprisal(r, "transport_mode", loo))
+        self._counted(cols, det, "package_rarity", self._cond_surprisal(r, "package_type", loo))
+        self._counted(cols, det, "unit_rarity", self._cond_surprisal(r, "unit", loo))
         for name, who, col in (("exporter_history", "exp", "exporter_id"),
                                ("importer_history", "imp", "importer_id")):
             c = self._val(f"cnt|{who}", "n", self._pos(f"cnt|{who}", r[col]), 0).astype(float)
@@ -1115,7 +1134,7 @@ class DeclarationFeatures:
             # shippers from middling ones, which says nothing about fraud.
             cols[name] = np.where(r[f"{col}_raw"] != None, 1.0 / (1.0 + c), np.nan)  # noqa: E711
         for c in self.extra_categorical:
-            cols[EXTRA_RARITY + c] = self._cond_surprisal(r, f"x:{c}", loo)
+            self._counted(cols, det, EXTRA_RARITY + c, self._cond_surprisal(r, f"x:{c}", loo))
         for c in self.extra_numeric:
             if EXTRA_Z + c not in self.feature_names_:
                 continue
@@ -1145,8 +1164,10 @@ class DeclarationFeatures:
             X[:, j] = np.where(np.isfinite(v), v, fill)
         if neutral is None:
             # During fit: neutral values are not known yet; use the column median.
-            med = np.nanmedian(np.where(np.isfinite(X), X, np.nan), axis=0)
-            med = np.where(np.isfinite(med), med, 0.0)
+            # Per column, over its finite values; a column with none (an input that is
+            # all missing in a small training file) gets 0 without an all-NaN warning.
+            med = np.array([np.median(col[np.isfinite(col)]) if np.isfinite(col).any()
+                            else 0.0 for col in X.T])
             X = np.where(np.isfinite(X), X, med[None, :])
         self.refresh_derived(X)
         hs_u, hs_uniq = r["hs_u"], r["hs_uniq"]

@@ -347,7 +347,11 @@ def _iter_jsonl(path: Path, encoding: str, chunk_rows: int | None):
                     try:
                         df = pd.read_json(StringIO("".join(records)), lines=True, dtype=False)
                     except ValueError:
-                        raise _bad_json_line(path, block, first_line) from None
+                        # pandas refuses some valid JSON (integers beyond 64 bits): parse
+                        # the lines one by one, so only truly bad lines stop the file and
+                        # absurd values reach validation, which rejects them row by row.
+                        df = _json_lines_slow(path, block, first_line)
+
                     yield df
                 first_line += len(block)
                 if not chunk_rows:
@@ -356,6 +360,23 @@ def _iter_jsonl(path: Path, encoding: str, chunk_rows: int | None):
         raise _encoding_error(path, encoding) from None
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"INPUT {path} cannot be read: {exc}") from None
+
+
+def _json_lines_slow(path: Path, block: list[str], first_line: int) -> pd.DataFrame:
+    rows = []
+    for line in block:
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            raise _bad_json_line(path, block, first_line) from None
+        if not isinstance(obj, dict):
+            raise _bad_json_line(path, block, first_line)
+        # Integers a float cannot hold become text; validation reports them.
+        rows.append({k: (str(v) if isinstance(v, int) and not isinstance(v, bool)
+                         and abs(v) >= 2**63 else v) for k, v in obj.items()})
+    return pd.DataFrame(rows)
 
 
 def _bad_json_line(path: Path, block: list[str], first_line: int) -> InputError:

@@ -133,9 +133,11 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
         model = load_model(model)
     mapping = _mapping(columns)
     out_path, rej_path = Path(output), rejects_path(output)
-    for p in (out_path, rej_path):
-        if p.exists() and not force:
-            raise InputError(f"OUTPUT {p} exists; pass --force to overwrite")
+    # Both writers are made first: a bad output name, folder or an existing file stops
+    # the command before any work. The output is committed before the rejects, so a run
+    # killed at any point leaves either both files or neither.
+    out_w = AtomicWriter(out_path, force=force)
+    rej_w = AtomicWriter(rej_path, force=force)
     from .io import read_header
 
     header = read_header(input, mapping, encoding=encoding)
@@ -154,9 +156,9 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     tmp_dir = tempfile.mkdtemp(prefix=".detector-", dir=out_path.parent if
                                out_path.parent.exists() else None)
     spill = Path(tmp_dir) / "scored.parquet"
+    rej_w.__enter__()
     try:
-        with AtomicWriter(spill, force=True) as spill_w, \
-                AtomicWriter(rej_path, force=force) as rej_w:
+        with AtomicWriter(spill, force=True) as spill_w:
             for chunk in iter_tables(input, mapping, chunk_rows, encoding=encoding):
                 rows_in += len(chunk)
                 res = validate(chunk, seen_ids=tracker)
@@ -183,7 +185,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
         rank[order] = np.arange(1, len(s) + 1)
         lanes: dict[str, int] = {}
         flagged = random_selected = 0
-        with AtomicWriter(out_path, force=force) as w:
+        with out_w as w:
             if n_scored:
                 import pyarrow.parquet as pq
 
@@ -201,6 +203,10 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
             else:
                 w.write(pd.DataFrame({c: pd.Series([], dtype="float64" if c == "anomaly_score"
                                                    else "str") for c in OUTPUT_COLUMNS}))
+        rej_w.__exit__(None, None, None)
+    except BaseException as exc:
+        rej_w.__exit__(type(exc), exc, exc.__traceback__)
+        raise
     finally:
         for f in Path(tmp_dir).glob("*"):
             f.unlink()

@@ -23,7 +23,7 @@ import pandas as pd
 from .errors import NotFittedError, SchemaError
 from .features import DeclarationFeatures
 from .forest import PackedForest
-from .reasons import FEATURE_MEANING, counterfactual_reasons, reason_texts
+from .reasons import FEATURE_MEANING, counterfactual_reasons, reason_texts, soft_notes
 from .schema import ColumnMapping, apply_column_mapping
 from .validate import validate
 
@@ -221,6 +221,7 @@ class DeclarationModel:
         idx, _ = counterfactual_reasons(self.features_, self.forest_, X, scores,
                                         candidates=int(self.candidates))
         reasons = reason_texts(self.features_, X, det, idx)
+        soft_notes(det, reasons)
         ids = valid["declaration_id"].to_numpy(dtype=object)
         picked = _random_pick(ids, self.seed, self.random_share)
         lane = self._lane(scores)
@@ -308,7 +309,9 @@ class DeclarationModel:
         scores = np.array([score])
         idx, _ = counterfactual_reasons(self.features_, self.forest_, X, scores,
                                         candidates=int(self.candidates))
-        reasons = reason_texts(self.features_, X, det, idx)[0]
+        reasons = reason_texts(self.features_, X, det, idx)
+        soft_notes(det, reasons)
+        reasons = reasons[0]
         picked = bool(_random_pick(np.array([did], dtype=object), self.seed,
                                    self.random_share)[0]) if self.random_share > 0 else False
         lane = str(self._lane(scores)[0])

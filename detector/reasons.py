@@ -16,7 +16,8 @@ import numpy as np
 
 from .features import _DERIVED_FROM, EXTRA_RARITY, EXTRA_Z, FEATURES, feature_spec
 
-__all__ = ["counterfactual_reasons", "reason_texts", "MIN_DROP", "REASON_CODES"]
+__all__ = ["counterfactual_reasons", "reason_texts", "soft_notes", "MIN_DROP", "REASON_CODES",
+           "NOTE_CODES"]
 
 # A reason must lower the anomaly score by at least this much when undone; smaller
 # effects are noise of the forest, not an explanation.
@@ -47,6 +48,10 @@ REASON_CODES: dict[str, tuple[str, str]] = {  # feature -> (code if high, code i
     "parcel_burst": ("PARCEL_BURST", "PARCEL_BURST"),
     "commodity_novelty": ("COMMODITY_RARE_IN_TRAINING", "COMMODITY_COMMON"),
 }
+# Notes say that a declaration carries something training never saw: it is scored (an
+# unseen category is information, not an error) and the officer is told, whatever its
+# score. They come after the (at most 3) reasons.
+NOTE_CODES = frozenset({"UNSEEN_COMMODITY", "UNSEEN_ORIGIN"})
 _DERIVED = frozenset(_DERIVED_FROM)
 class _Kinds(dict):
     def __missing__(self, name):  # extra agency columns get their kind from their prefix
@@ -230,11 +235,24 @@ def _sentences(name: str, high: np.ndarray, det, rows: np.ndarray) -> np.ndarray
     if name == "description_foreign":
         return ("description '" + _s(r["description"][rows]) + "' uses words never seen "
                 "for hs " + hs4 + " (" + _pct(v) + " of its words)")
-    p = np.exp(-v)  # surprisal features are -log(probability)
+    def counted(what: str) -> np.ndarray:
+        """'never seen in N training declarations of X' / 'in K of N ... (p%)'."""
+        seen = det[f"{name}|seen"][rows]
+        among = det[f"{name}|among"][rows]
+        lvl = det.get(f"{name}|level")
+        scope = (" of " + _level_label(det, lvl[rows], rows)) if lvl is not None else ""
+        k, n_ = seen.astype(np.int64).astype(str).astype(object), \
+            among.astype(np.int64).astype(str).astype(object)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = _pct(np.where(among > 0, seen / among, 0.0))
+        return np.where(seen <= 0,
+                        what + " never seen in " + n_ + " training declarations" + scope,
+                        what + " in " + k + " of " + n_ + " training declarations" + scope
+                        + " (" + share + ")")
+
     if name.startswith(EXTRA_RARITY):
         col = name[len(EXTRA_RARITY):]
-        return (col + " " + _s(r[f"x:{col}_raw"][rows]) + " is " + _pct(p) + " of hs " + hs4
-                + " declarations")
+        return counted(col + " " + _s(r[f"x:{col}_raw"][rows]))
     if name.startswith(EXTRA_Z):
         col = name[len(EXTRA_Z):]
         med, sc = det[f"xz:{col}|med"][rows], det[f"xz:{col}|scale"][rows]
@@ -242,30 +260,25 @@ def _sentences(name: str, high: np.ndarray, det, rows: np.ndarray) -> np.ndarray
                 + _num(med + 2 * sc) + " typical for " + _level_label(
                     det, det[f"xz:{col}|level"][rows], rows))
     if name == "origin_rarity":
-        return ("origin " + _s(r["origin_country_raw"][rows]) + " is " + _pct(p)
-                + " of hs " + hs4 + " declarations")
+        return counted("origin " + _s(r["origin_country_raw"][rows]))
     if name == "origin_dispatch_rarity":
-        return ("origin " + _s(r["origin_country_raw"][rows]) + " dispatched from "
-                + _s(r["dispatch_country_raw"][rows]) + ": " + _pct(p)
-                + " of that origin's declarations")
+        return counted("origin " + _s(r["origin_country_raw"][rows]) + " dispatched from "
+                       + _s(r["dispatch_country_raw"][rows]) + ":") + " with that origin"
     if name == "origin_differs":
         return ("origin " + _s(r["origin_country_raw"][rows]) + " but dispatched from "
                 + _s(r["dispatch_country_raw"][rows]))
     if name == "exporter_origin_rarity":
-        return ("exporter " + _s(r["exporter_id_raw"][rows]) + " declares origin "
-                + _s(r["origin_country_raw"][rows]) + " in " + _pct(p) + " of its history")
+        return counted("exporter " + _s(r["exporter_id_raw"][rows]) + ": origin "
+                       + _s(r["origin_country_raw"][rows])) + " by this exporter"
     if name == "exporter_commodity_rarity":
-        return ("exporter " + _s(r["exporter_id_raw"][rows]) + " ships hs " + hs4 + " in "
-                + _pct(p) + " of its history")
+        return counted("exporter " + _s(r["exporter_id_raw"][rows]) + ": hs " + hs4) \
+            + " by this exporter"
     if name == "mode_rarity":
-        return ("transport " + _s(r["transport_mode_raw"][rows]) + " is " + _pct(p)
-                + " of hs " + hs4 + " declarations")
+        return counted("transport " + _s(r["transport_mode_raw"][rows]))
     if name == "package_rarity":
-        return ("package type " + _s(r["package_type_raw"][rows]) + " is " + _pct(p)
-                + " of hs " + hs4 + " declarations")
+        return counted("package type " + _s(r["package_type_raw"][rows]))
     if name == "unit_rarity":
-        return ("unit " + _s(r["unit_raw"][rows]) + " is " + _pct(p) + " of hs " + hs4
-                + " declarations")
+        return counted("unit " + _s(r["unit_raw"][rows]))
     if name in ("exporter_history", "importer_history"):
         who = "exporter" if name == "exporter_history" else "importer"
         seen = np.round(1.0 / np.maximum(v, 1e-9) - 1.0).astype(int)
@@ -319,3 +332,17 @@ class _Meanings(dict):
 
 
 FEATURE_MEANING = _Meanings({f.name: f.meaning for f in FEATURES})
+
+
+def soft_notes(det: dict, reasons: list[list[str]]) -> None:
+    """Append UNSEEN_* notes in place for codes and origins never seen in training."""
+    r = det["r"]
+    hs_unseen = (r["hs"] < 0) & (det["hs_text"] != "")
+    origin_unseen = (r["origin_country"] < 0) & (r["origin_country_raw"] != None)  # noqa: E711
+    for i in np.flatnonzero(hs_unseen | origin_unseen).tolist():
+        if hs_unseen[i]:
+            reasons[i].append(f"UNSEEN_COMMODITY: hs {det['hs_text'][i]} never seen in training;"
+                              " compared with its parent codes")
+        if origin_unseen[i]:
+            reasons[i].append(f"UNSEEN_ORIGIN: origin {r['origin_country_raw'][i]} never seen "
+                              "in training")

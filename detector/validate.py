@@ -621,7 +621,10 @@ def check_record(record: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         clean["hs_code"] = None
     else:
         if isinstance(hs, (int, float, np.integer, np.floating)) and not isinstance(hs, bool):
-            f = float(hs)
+            try:
+                f = float(hs)
+            except OverflowError:  # an integer beyond float range
+                f = float("inf")
             if np.isfinite(f) and 0 < f < 1e10 and f == int(f):
                 digits = str(int(f))
                 hs_s = "0" + digits if len(digits) % 2 else digits
@@ -659,6 +662,11 @@ def check_record(record: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
             continue
         try:
             f = float(v.strip()) if isinstance(v, str) else float(v)
+        except OverflowError:  # an integer beyond float range: absurdly large
+            problems.append((name, f"{name} exceeds the plausible maximum "
+                             f"{rule.high:g}{rule.unit}: got {str(v)[:40]}"))
+            clean[name] = float("nan")
+            continue
         except (TypeError, ValueError):
             problems.append((name, f"{name} is not a number: '{str(v)[:40]}'"))
             clean[name] = float("nan")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detector.reasons import REASON_CODES, counterfactual_reasons
+from detector.reasons import NOTE_CODES, REASON_CODES, counterfactual_reasons
 
 CODES = {c for pair in REASON_CODES.values() for c in pair}
 _REASON = re.compile(r"^([A-Z_]+)(?: \([a-z_;]+\))?: \S.*$")
@@ -95,13 +95,15 @@ def test_reason_format_and_limit(scored_test):
     n_with = 0
     for reasons in scored_test["reasons"]:
         assert isinstance(reasons, list)
-        non_random = [r for r in reasons if not r.startswith("RANDOM_SELECTION")]
+        notes = [r for r in reasons if r.split(":")[0] in NOTE_CODES]
+        non_random = [r for r in reasons if not r.startswith("RANDOM_SELECTION")
+                      and r not in notes]
         assert len(non_random) <= 3
-        assert len(reasons) <= 4
+        assert len(reasons) <= 4 + len(notes)
         for r in reasons:
             m = _REASON.match(r)
             assert m, r
-            assert m.group(1) in CODES | {"RANDOM_SELECTION", "REJECTED"}, r
+            assert m.group(1) in CODES | NOTE_CODES | {"RANDOM_SELECTION", "REJECTED"}, r
         n_with += bool(reasons)
     assert n_with > 0.1 * len(scored_test)
 

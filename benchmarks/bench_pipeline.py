@@ -1,0 +1,261 @@
+"""Benchmark the whole `detector score` pipeline (CSV in -> CSV out) against a naive one.
+
+Run:  python benchmarks/bench_pipeline.py [--quick] [--sizes 1000000,4000000] [--out PATH]
+                                          [--data-dir DIR] [--trees N]
+
+For each size, in one run on one machine:
+
+* ``detector score`` as a real subprocess (``python -m detector.cli score``) on a CSV made by
+  ``detector generate``: wall time, declarations per second and the child's peak RSS
+  (psutil polling of the whole process tree every 20 ms, cross-checked with
+  ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` measured in a fresh helper process);
+* the plain path, also in its own subprocess: ``pandas.read_csv`` of the whole file, a
+  scikit-learn ``IsolationForest`` (200 trees, fitted on a 256-row-per-tree sample)
+  ``score_samples`` on the numeric columns, and ``to_csv`` of ids + scores: what a naive
+  pipeline costs, with none of the validation, features or reasons.
+
+Targets (reported, not enforced): >= 150,000 declarations/s CSV to CSV, peak memory under
+1 GB, and flat from the smallest to the largest size.
+
+Generated inputs are cached (by size and seed) in ``--data-dir``, by default
+``$TMPDIR/detector-bench-data`` (outside the repository; ``benchmarks/results/data`` also
+works if it is git-ignored). The model is trained once per data dir on 100k generated rows.
+Results go to ``benchmarks/results/bench_pipeline.json`` (written atomically) and a table
+is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import psutil
+from _common import write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 7
+TARGET_RPS = 150_000
+TARGET_MB = 1024
+
+# The naive pipeline, run in a child so that its peak RSS is measured the same way.
+_PLAIN = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np, pandas as pd
+    from sklearn.ensemble import IsolationForest
+    src, dst, trees = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    t0 = time.perf_counter()
+    df = pd.read_csv(src)
+    t1 = time.perf_counter()
+    cols = [c for c in ("net_mass_kg", "gross_mass_kg", "customs_value", "quantity",
+                        "packages") if c in df.columns]
+    X = np.log1p(np.nan_to_num(df[cols].to_numpy(dtype=float), nan=0.0).clip(min=0))
+    iso = IsolationForest(n_estimators=trees, max_samples=256, random_state=0).fit(X)
+    s = -iso.score_samples(X)
+    t2 = time.perf_counter()
+    pd.DataFrame({"declaration_id": df["declaration_id"], "anomaly_score": s}).to_csv(
+        dst, index=False)
+    t3 = time.perf_counter()
+    print({"read_s": t1 - t0, "score_s": t2 - t1, "write_s": t3 - t2})
+    """
+)
+
+# Run a command and print ru_maxrss of its children (Linux: KiB) as JSON on the last line.
+_RUSAGE = textwrap.dedent(
+    """
+    import json, resource, subprocess, sys
+    rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)
+    print(json.dumps({"rc": rc, "ru_maxrss_kb":
+                      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+    """
+)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("DETECTOR_MODEL_KEY", None)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _detector(*args: str) -> list[str]:
+    return [sys.executable, "-m", "detector.cli", *args]
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def measure(cmd: list[str]) -> dict:
+    """Wall time and peak RSS (psutil polling of the process tree) of one command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    ps = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, _tree_rss(ps))
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.02)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}):\n"
+                           f"{err.decode(errors='replace')[-3000:]}")
+    return {"seconds": wall, "peak_rss_mb": peak / 2**20, "stdout": out.decode()}
+
+
+def rusage_peak_mb(cmd: list[str]) -> float:
+    """ru_maxrss of ``cmd`` measured in a fresh helper (so earlier children don't count)."""
+    res = subprocess.run([sys.executable, "-c", _RUSAGE, *cmd], capture_output=True,
+                         env=_env(), check=True)
+    return json.loads(res.stdout.decode().strip().splitlines()[-1])["ru_maxrss_kb"] / 1024
+
+
+def ensure_input(data_dir: Path, rows: int) -> Path:
+    path = data_dir / f"declarations_{rows}_seed{SEED}.csv"
+    if not path.exists():
+        t = time.perf_counter()
+        subprocess.run(_detector("generate", "--rows", str(rows), "--seed", str(SEED), "-o",
+                                 str(path)), check=True, env=_env(), stdout=subprocess.DEVNULL)
+        print(f"  generated {rows:,} rows in {time.perf_counter() - t:.0f} s -> {path}",
+              file=sys.stderr)
+    return path
+
+
+def ensure_model(data_dir: Path, trees: int) -> Path:
+    model = data_dir / f"model_{trees}trees.joblib"
+    if not model.exists():
+        train = ensure_input(data_dir, 100_000)
+        subprocess.run(_detector("train", str(train), "-o", str(model), "--trees", str(trees)),
+                       check=True, env=_env(), stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    return model
+
+
+def bench_size(data_dir: Path, model: Path, rows: int, trees: int, work: Path) -> dict:
+    src = ensure_input(data_dir, rows)
+    size_mb = src.stat().st_size / 2**20
+    out = work / f"scored_{rows}.csv"
+    cmd = _detector("score", str(model), str(src), "-o", str(out), "--force")
+    det = measure(cmd)
+    summary = json.loads(det["stdout"])
+    det_rusage = rusage_peak_mb(cmd)
+    plain_out = work / f"plain_{rows}.csv"
+    plain_cmd = [sys.executable, "-c", _PLAIN, str(src), str(plain_out), str(trees)]
+    plain = measure(plain_cmd)
+    plain_rusage = rusage_peak_mb(plain_cmd)
+    for p in (out, out.with_name(out.stem + ".rejects.csv"), plain_out):
+        p.unlink(missing_ok=True)
+    return {
+        "rows": rows,
+        "input_mb": round(size_mb, 1),
+        "detector": {
+            "seconds": round(det["seconds"], 2),
+            "rows_per_second": round(rows / det["seconds"]),
+            "peak_rss_mb_psutil": round(det["peak_rss_mb"], 1),
+            "peak_rss_mb_rusage": round(det_rusage, 1),
+            "scored": summary["scored"], "rejected": summary["rejected"],
+            "inner_rows_per_second": summary.get("rows_per_second"),
+        },
+        "plain_pandas_sklearn": {
+            "seconds": round(plain["seconds"], 2),
+            "rows_per_second": round(rows / plain["seconds"]),
+            "peak_rss_mb_psutil": round(plain["peak_rss_mb"], 1),
+            "peak_rss_mb_rusage": round(plain_rusage, 1),
+            "phases": plain["stdout"].strip(),
+        },
+    }
+
+
+def table(results: list[dict]) -> str:
+    head = (f"{'rows':>10} {'input MB':>9} | {'detector s':>10} {'rows/s':>9} {'peak MB':>8} | "
+            f"{'plain s':>8} {'rows/s':>9} {'peak MB':>8}")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        d, p = r["detector"], r["plain_pandas_sklearn"]
+        lines.append(
+            f"{r['rows']:>10,} {r['input_mb']:>9.0f} | {d['seconds']:>10.1f} "
+            f"{d['rows_per_second']:>9,} "
+            f"{max(d['peak_rss_mb_psutil'], d['peak_rss_mb_rusage']):>8.0f} | "
+            f"{p['seconds']:>8.1f} {p['rows_per_second']:>9,} "
+            f"{max(p['peak_rss_mb_psutil'], p['peak_rss_mb_rusage']):>8.0f}")
+    return "\n".join(lines)
+
+
+def verdict(results: list[dict]) -> dict:
+    peaks = [max(r["detector"]["peak_rss_mb_psutil"], r["detector"]["peak_rss_mb_rusage"])
+             for r in results]
+    rps = [r["detector"]["rows_per_second"] for r in results]
+    growth = peaks[-1] / peaks[0] if peaks and peaks[0] else None
+    return {
+        "rows_per_second_min": min(rps),
+        "meets_150k_rows_per_second": min(rps) >= TARGET_RPS,
+        "peak_rss_mb_max": max(peaks),
+        "meets_under_1gb": max(peaks) < TARGET_MB,
+        "peak_growth_smallest_to_largest": round(growth, 2) if growth else None,
+        # "flat": the largest input needs at most 25% more memory than the smallest
+        "memory_flat": growth is not None and growth <= 1.25,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="100k and 400k rows")
+    ap.add_argument("--sizes", default=None, help="comma-separated row counts")
+    ap.add_argument("--trees", type=int, default=200)
+    ap.add_argument("--data-dir", type=Path,
+                    default=Path(tempfile.gettempdir()) / "detector-bench-data")
+    ap.add_argument("--out", type=Path,
+                    default=Path(__file__).resolve().parent / "results" / "bench_pipeline.json")
+    args = ap.parse_args()
+    if args.sizes:
+        sizes = [int(s) for s in args.sizes.split(",")]
+    else:
+        sizes = [100_000, 400_000] if args.quick else [1_000_000, 4_000_000]
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    model = ensure_model(args.data_dir, args.trees)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-", dir=args.data_dir) as work:
+        for rows in sizes:
+            print(f"size {rows:,} ...", file=sys.stderr)
+            results.append(bench_size(args.data_dir, model, rows, args.trees, Path(work)))
+            print(table(results[-1:]).splitlines()[-1], file=sys.stderr)
+    payload = {
+        "benchmark": "bench_pipeline",
+        "mode": "quick" if args.quick else ("custom" if args.sizes else "full"),
+        "sizes": sizes,
+        "trees": args.trees,
+        "results": results,
+        "targets": {"rows_per_second": TARGET_RPS, "peak_rss_mb": TARGET_MB,
+                    "memory": "flat from smallest to largest size"},
+        "verdict": verdict(results),
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    "cpus": os.cpu_count(),
+                    "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
+        "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_json_atomic(args.out, payload)
+    print(table(results))
+    print(json.dumps(payload["verdict"], indent=2))
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()

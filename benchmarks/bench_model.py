@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import latency_percentiles_us, write_json_atomic  # noqa: E402
+from _common import latency_percentiles_us, write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_model.json"
 

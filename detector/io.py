@@ -38,6 +38,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .errors import InputError, SchemaError
@@ -697,11 +698,7 @@ class AtomicWriter:
         fh = self._file.open()
         if self.format == "csv":
             if len(df) or first:
-                # CRLF (RFC 4180) rather than "\n": Python's csv writer quotes a field only
-                # if it holds a character of the line terminator, so with "\n" a bare "\r"
-                # in a cell would be written unquoted and split the row when read back.
-                text = _csv_safe(df).to_csv(header=first, index=False, lineterminator="\r\n")
-                fh.write(text.encode("utf-8"))
+                self._write_csv(_csv_safe(df), fh, first)
         elif self.format == "jsonl":
             if len(df):
                 text = df.to_json(
@@ -713,6 +710,21 @@ class AtomicWriter:
         else:
             self._write_parquet(df, fh)
         self.rows_written += len(df)
+
+    @staticmethod
+    def _write_csv(safe: pd.DataFrame, fh: IO[bytes], header: bool) -> None:
+        # pyarrow's writer is C++ and several times faster than to_csv. It quotes every
+        # text cell, so a cell holding "\r" or "\n" can never split a row; numbers are
+        # written in their shortest exact form (read back bit for bit) and missing values
+        # as empty cells. Object columns become text first: pyarrow guesses no types.
+        table = pa.Table.from_pandas(
+            safe.astype({c: "str" for c, t in safe.dtypes.items()
+                         if pd.api.types.is_object_dtype(t)}), preserve_index=False)
+        table = table.cast(pa.schema([
+            pa.field(f.name, pa.string()) if pa.types.is_large_string(f.type) or
+            pa.types.is_string(f.type) else f for f in table.schema]))
+        pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=header,
+                                                     quoting_style="needed"))
 
     def _write_parquet(self, df: pd.DataFrame, fh: IO[bytes]) -> None:
         if self._pq_schema is None:

@@ -61,10 +61,11 @@ class _Kinds(dict):
 _KIND = _Kinds({f.name: f.kind for f in FEATURES})
 _ONE_SIDED = frozenset({"surprisal", "share", "history", "flag"})
 # What "unusual on its own" means per kind of feature (in the feature's own units):
-# z-scores beyond 2 (signed-log scale), categories under 10% likely, any foreign share,
-# traders seen at most 5 times, a set flag.
-_UNUSUAL = {"z": float(np.log1p(2.0)), "surprisal": float(-np.log(0.10)), "share": 1e-9,
-            "history": 1.0 / 6.0, "flag": 0.5, "derived": np.inf}
+# z-scores beyond 3 (signed-log scale), categories under 5% likely, any foreign share,
+# traders seen at most twice. A flag (origin differs from dispatch: every transhipment)
+# is never a reason alone; the rarity of the route, with its counts, says it better.
+_UNUSUAL = {"z": float(np.log1p(3.0)), "surprisal": float(-np.log(0.05)), "share": 1e-9,
+            "history": 1.0 / 3.0, "flag": np.inf, "derived": np.inf}
 
 
 def counterfactual_reasons(features, forest, X: np.ndarray, scores: np.ndarray,

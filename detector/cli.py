@@ -107,11 +107,20 @@ def generate(rows, seed, fraud_rate, output, force):
               callback=_share("--random"), help="Share selected at random for inspection.")
 @click.option("--trees", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--labels", default=None, metavar="COLUMN",
+              help="0/1 inspection-outcome column (e.g. is_fraud): also learn from outcomes.")
+@click.option("--revenue", default=None, metavar="COLUMN",
+              help="Revenue recovered by inspection (with --labels), e.g. revenue.")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local",
+              show_default=True, help="dask: reference tables over a dataset larger than "
+                                      "memory, forest on a sample.")
+@click.option("--scheduler", default=None, help="Dask scheduler address (engine dask).")
 @_columns
 @_encoding
 @_force
 @_errors
-def train(input, output, budget, lanes, random_share, trees, seed, columns, encoding, force):
+def train(input, output, budget, lanes, random_share, trees, seed, labels, revenue, engine,
+          scheduler, columns, encoding, force):
     """Fit a model on declarations and save the artifact."""
     from pathlib import Path
 
@@ -122,10 +131,24 @@ def train(input, output, budget, lanes, random_share, trees, seed, columns, enco
         parse_lanes(lanes, budget)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--lanes") from None
+    if revenue is not None and labels is None:
+        raise click.UsageError("--revenue goes with --labels")
     Path(output).parent.mkdir(parents=True, exist_ok=True)
+    if engine == "dask":
+        if labels is not None:
+            raise click.UsageError("--labels is not supported with --engine dask yet")
+        from .distributed import train_dask
+
+        summary = train_dask(input, output, columns=columns, budget=budget, lanes=lanes,
+                             random_share=random_share, trees=trees, seed=seed,
+                             scheduler=scheduler, force=force, encoding=encoding)
+        _note(f"trained on {summary.get('trained_on', summary.get('rows', 0)):,} declarations "
+              f"with dask; model saved to {output}")
+        _out(summary)
+        return
     summary = train_file(input, output, columns=columns, budget=budget, lanes=lanes,
                          random_share=random_share, trees=trees, seed=seed, encoding=encoding,
-                         force=force)
+                         force=force, labels=labels, revenue=revenue)
     if summary["disabled_features"]:
         for name, cols in summary["disabled_features"].items():
             _note(f"feature {name} switched off: input lacks {', '.join(cols)}")

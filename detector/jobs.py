@@ -19,7 +19,7 @@ import pandas as pd
 
 from .errors import InputError, SchemaError
 from .io import AtomicWriter, iter_tables, read_table
-from .model import OUTPUT_COLUMNS, DeclarationModel
+from .model import DeclarationModel
 from .schema import ColumnMapping, load_column_mapping
 from .validate import IdTracker, summarise_rejects, validate
 
@@ -73,8 +73,12 @@ def generate_file(output, *, rows: int, seed: int, fraud_rate: float = 0.01,
 
 def train_file(input, output, *, columns=None, budget: float = 0.01, lanes=None,
                random_share: float = 0.0, trees: int = 200, seed: int = 0,
-               encoding: str = "utf-8", force: bool = False) -> dict:
-    """Read a file, validate it, fit a model and save the artifact."""
+               encoding: str = "utf-8", force: bool = False, labels: str | None = None,
+               revenue: str | None = None) -> dict:
+    """Read a file, validate it, fit a model and save the artifact.
+
+    ``labels``/``revenue`` name outcome columns of the input: with them the model also
+    learns from inspection outcomes (see :meth:`DeclarationModel.fit`)."""
     started = time.time()
     if Path(output).exists() and not force:
         raise InputError(f"OUTPUT {output} exists; pass --force to overwrite")
@@ -88,7 +92,7 @@ def train_file(input, output, *, columns=None, budget: float = 0.01, lanes=None,
                              random_share=random_share, seed=seed,
                              extra_categorical=mapping.extra_categorical,
                              extra_numeric=mapping.extra_numeric)
-    model.fit(res.valid, validated=True)
+    model.fit(res.valid, validated=True, labels=labels, revenue=revenue)
     model.metadata_["training"]["rejected"] = int(len(res.rejects))
     model.metadata_["columns"] = mapping.to_obj()
     meta = model.save(output)
@@ -97,6 +101,7 @@ def train_file(input, output, *, columns=None, budget: float = 0.01, lanes=None,
             "rejects_summary": summarise_rejects(res.rejects) if len(res.rejects) else "",
             "features": meta["features"], "disabled_features": meta["disabled_features"],
             "threshold": meta["threshold"], "lane_thresholds": meta["lane_thresholds"],
+            "ranked_by": meta["ranked_by"], "outcomes": meta["outcomes"],
             "seconds": round(time.time() - started, 3)}
 
 
@@ -169,7 +174,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                 if len(res.valid):
                     scored = model.score_valid(res.valid, context)
                     spill_w.write(scored.reset_index(drop=True))
-                    scores.append(scored["anomaly_score"].to_numpy())
+                    scores.append(scored[model.rank_column].to_numpy())
                     n_scored += len(scored)
                 if progress is not None:
                     progress(len(chunk))
@@ -194,15 +199,15 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                     df = batch.to_pandas()
                     df["rank"] = rank[start:start + len(df)]
                     start += len(df)
-                    df = df[list(OUTPUT_COLUMNS)]
+                    df = df[list(model.output_columns)]
                     flagged += int(df["flagged"].sum())
                     random_selected += int(df["random_selected"].sum())
                     for k, v in df["lane"].value_counts().items():
                         lanes[str(k)] = lanes.get(str(k), 0) + int(v)
                     w.write(df)
             else:
-                w.write(pd.DataFrame({c: pd.Series([], dtype="float64" if c == "anomaly_score"
-                                                   else "str") for c in OUTPUT_COLUMNS}))
+                w.write(pd.DataFrame({c: pd.Series([], dtype="str") for c in
+                                      model.output_columns}))
         rej_w.__exit__(None, None, None)
     except BaseException as exc:
         rej_w.__exit__(type(exc), exc, exc.__traceback__)
@@ -274,7 +279,14 @@ def evaluate_file(model: DeclarationModel | str | os.PathLike, input, *, columns
         "revenue" in valid.columns else None
     scheme = valid["fraud_scheme"].to_numpy(dtype=object, na_value=None)[labelled] if \
         "fraud_scheme" in valid.columns else np.full(labelled.sum(), None, dtype=object)
-    systems = {"detector": scored["anomaly_score"].to_numpy()[labelled]}
+    if model.rank_column == "risk_score":
+        # Forest alone, ranker alone and combined side by side: what outcomes add, and
+        # what the forest still brings on schemes nobody has labelled yet.
+        systems = {"combined": scored["risk_score"].to_numpy()[labelled],
+                   "forest": scored["anomaly_score"].to_numpy()[labelled],
+                   "ranker": scored["fraud_probability"].to_numpy()[labelled]}
+    else:
+        systems = {"detector": scored["anomaly_score"].to_numpy()[labelled]}
     if baselines:
         systems["raw_fields_iforest"] = _raw_baseline(valid, int(model.seed))[labelled]
         systems["value_per_kg_only"] = _value_baseline(valid)[labelled]

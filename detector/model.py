@@ -88,6 +88,13 @@ def _random_pick(ids: np.ndarray, seed: int, share: float) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53) < share
 
 
+def _merge_history(reasons: list[list[str]], history: list[list[str]], top: int = 3) -> None:
+    """Put outcome-history reasons first (at most 2), then the forest's, at most ``top``."""
+    for i, h in enumerate(history):
+        if h:
+            reasons[i] = [*h[:2], *reasons[i]][:top]
+
+
 def _random_note(share: float) -> str:
     return (f"RANDOM_SELECTION: selected at random ({share:.2%} of declarations) so that "
             "inspection outcomes stay unbiased")
@@ -135,8 +142,16 @@ class DeclarationModel:
         if int(self.n_estimators) < 1:
             raise ValueError(f"n_estimators must be >= 1, got {self.n_estimators!r}")
 
-    def fit(self, df: pd.DataFrame, *, validated: bool = False) -> DeclarationModel:
-        """Validate, learn references, fit the forest and set the budget thresholds."""
+    def fit(self, df: pd.DataFrame, *, validated: bool = False, labels: str | None = None,
+            revenue: str | None = None) -> DeclarationModel:
+        """Validate, learn references, fit the forest and set the budget thresholds.
+
+        With ``labels`` (the name of a 0/1 outcome column, e.g. "is_fraud") the model also
+        learns from inspection outcomes: risk profiles, a boosted ranker and a stack with
+        the forest (:mod:`detector.supervised`), trained on the rows that have an outcome
+        (inspected declarations); flags, lanes and rank then follow ``risk_score``.
+        Without labels nothing changes: an unsupervised detector.
+        """
         from sklearn.ensemble import IsolationForest  # training only: scoring never needs it
 
         self._check_params()
@@ -161,11 +176,15 @@ class DeclarationModel:
         train_scores = forest.anomaly_score(X)
         self.features_ = features
         self.forest_ = forest
-        self.threshold_ = float(np.quantile(train_scores, 1.0 - float(self.budget)))
+        ranking = train_scores
+        outcome_meta = None
+        if labels is not None:
+            ranking, outcome_meta = self._fit_outcomes(valid, X, train_scores, labels, revenue)
+        self.threshold_ = float(np.quantile(ranking, 1.0 - float(self.budget)))
         cum, thresholds = 0.0, {}
         for name, share in lanes.items():
             cum += share
-            thresholds[name] = float(np.quantile(train_scores, 1.0 - cum))
+            thresholds[name] = float(np.quantile(ranking, 1.0 - cum))
         self.lane_thresholds_ = thresholds
         import sklearn
 
@@ -189,11 +208,52 @@ class DeclarationModel:
                        "extra_numeric": list(self.extra_numeric)},
             "threshold": self.threshold_,
             "lane_thresholds": thresholds,
-            "train_score_quantiles": {str(q): float(np.quantile(train_scores, q))
+            "train_score_quantiles": {str(q): float(np.quantile(ranking, q))
                                       for q in (0.5, 0.9, 0.95, 0.99, 0.999)},
+            "ranked_by": self.rank_column,
+            "outcomes": outcome_meta,
         }
-        self._train_scores_sample = np.sort(train_scores)[:: max(1, len(train_scores) // 2000)]
+        self._train_scores_sample = np.sort(ranking)[:: max(1, len(ranking) // 2000)]
         return self
+
+    def _fit_outcomes(self, valid, X, train_scores, labels: str, revenue: str | None):
+        """Fit the outcome model on labelled rows; return the ranking score of every
+        training row (out of fold where labelled) for the budget thresholds."""
+        from .supervised import OutcomeModel
+
+        if labels not in valid.columns:
+            raise SchemaError(f"label column {labels!r} not in the training data; columns: "
+                              f"{list(valid.columns)[:20]}")
+        y = pd.to_numeric(valid[labels], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        # Outcomes exist only for inspected declarations: learn from those.
+        known = (y == 0) | (y == 1)
+        if revenue is not None and revenue not in valid.columns:
+            raise SchemaError(f"revenue column {revenue!r} not in the training data")
+        rev = None if revenue is None else pd.to_numeric(
+            valid[revenue], errors="coerce").to_numpy(dtype=float, na_value=0.0)[known]
+        sub = valid.iloc[np.flatnonzero(known)]
+        outcome = OutcomeModel().fit(sub, X[known], train_scores[known], y[known],
+                                     revenue=rev, extra_categorical=self.extra_categorical,
+                                     extra_numeric=self.extra_numeric, seed=int(self.seed))
+        self.outcome_ = outcome
+        ranking = outcome.predict(valid, X, train_scores)["risk_score"]
+        # Labelled rows get their out-of-fold risk: in-sample risk would be overconfident
+        # and set the budget thresholds too high.
+        oof = outcome.stack_intercept_ + np.column_stack(
+            [outcome.oof_ranker_logit_, outcome._forest_features(train_scores[known])]
+        ) @ outcome.stack_coef_
+        ranking = ranking.copy()
+        ranking[known] = 1.0 / (1.0 + np.exp(-oof))
+        meta = {"label_column": labels, "revenue_column": revenue,
+                "labelled_rows": int(known.sum()), "frauds": int(y[known].sum()),
+                "stack_coef": [float(c) for c in outcome.stack_coef_],
+                "stack_intercept": float(outcome.stack_intercept_)}
+        return ranking, meta
+
+    @property
+    def rank_column(self) -> str:
+        """The score that flags, lanes and ranks: risk_score when outcomes were learned."""
+        return "risk_score" if getattr(self, "outcome_", None) is not None else "anomaly_score"
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "forest_"):
@@ -221,10 +281,17 @@ class DeclarationModel:
         idx, _ = counterfactual_reasons(self.features_, self.forest_, X, scores,
                                         candidates=int(self.candidates))
         reasons = reason_texts(self.features_, X, det, idx)
+        extra: dict[str, np.ndarray] = {}
+        ranking = scores
+        if getattr(self, "outcome_", None) is not None:
+            o = self.outcome_.predict(valid, X, scores)
+            extra = {"fraud_probability": o["fraud_probability"], "risk_score": o["risk_score"]}
+            ranking = o["risk_score"]
+            _merge_history(reasons, self.outcome_.reasons(valid))
         soft_notes(det, reasons)
         ids = valid["declaration_id"].to_numpy(dtype=object)
         picked = _random_pick(ids, self.seed, self.random_share)
-        lane = self._lane(scores)
+        lane = self._lane(ranking)
         first_lane = next(iter(self.lane_thresholds_), "red")
         if picked.any():
             lane = np.where(picked & (lane == "green"), first_lane, lane)
@@ -234,11 +301,20 @@ class DeclarationModel:
         return pd.DataFrame({
             "declaration_id": ids,
             "anomaly_score": scores,
-            "flagged": scores >= self.threshold_,
+            **extra,
+            "flagged": ranking >= self.threshold_,
             "lane": lane,
             "random_selected": picked,
             "reasons": reasons,
         }, index=valid.index)
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """Columns of a scored file, in order (with outcome scores when learned)."""
+        if self.rank_column == "risk_score":
+            return ("declaration_id", "anomaly_score", "fraud_probability", "risk_score",
+                    *OUTPUT_COLUMNS[2:])
+        return OUTPUT_COLUMNS
 
     def score(self, df: pd.DataFrame, columns: ColumnMapping | Mapping | None = None
               ) -> pd.DataFrame:
@@ -257,9 +333,12 @@ class DeclarationModel:
         ids = df["declaration_id"] if "declaration_id" in df.columns else pd.Series(
             [None] * len(df), index=df.index)
         out["declaration_id"] = pd.Series(ids, dtype="str")
-        out["anomaly_score"] = np.nan
-        out.loc[scored.index, "anomaly_score"] = scored["anomaly_score"].to_numpy()
-        s = out["anomaly_score"].to_numpy()
+        for c in self.output_columns[1:self.output_columns.index("flagged")]:
+            if c == "rank":
+                continue
+            out[c] = np.nan
+            out.loc[scored.index, c] = scored[c].to_numpy()
+        s = out[self.rank_column].to_numpy()
         order = np.argsort(-np.where(np.isnan(s), -np.inf, s), kind="stable")
         rank = np.empty(len(s), dtype=np.int64)
         rank[order] = np.arange(1, len(s) + 1)
@@ -310,17 +389,25 @@ class DeclarationModel:
         idx, _ = counterfactual_reasons(self.features_, self.forest_, X, scores,
                                         candidates=int(self.candidates))
         reasons = reason_texts(self.features_, X, det, idx)
+        result: dict[str, Any] = {"declaration_id": did, "anomaly_score": score}
+        ranking = score
+        if getattr(self, "outcome_", None) is not None:
+            # The outcome model works on frames; a labelled model may take pandas' cost.
+            one = pd.DataFrame([clean])
+            o = self.outcome_.predict(one, X, scores)
+            result["fraud_probability"] = float(o["fraud_probability"][0])
+            result["risk_score"] = ranking = float(o["risk_score"][0])
+            _merge_history(reasons, self.outcome_.reasons(one))
         soft_notes(det, reasons)
         reasons = reasons[0]
         picked = bool(_random_pick(np.array([did], dtype=object), self.seed,
                                    self.random_share)[0]) if self.random_share > 0 else False
-        lane = str(self._lane(scores)[0])
+        lane = str(self._lane(np.array([ranking]))[0])
         if picked:
             if lane == "green":
                 lane = next(iter(self.lane_thresholds_), "red")
             reasons.append(_random_note(self.random_share))
-        return {"declaration_id": did, "anomaly_score": score,
-                "flagged": bool(score >= self.threshold_), "lane": lane,
+        return {**result, "flagged": bool(ranking >= self.threshold_), "lane": lane,
                 "random_selected": picked, "reasons": reasons, "status": "scored"}
 
     def explain(self, data: pd.DataFrame | Mapping[str, Any], declaration_id: str | None = None,
@@ -391,7 +478,9 @@ class DeclarationModel:
                 "threshold": float(self.threshold_),
                 "features": self.features_.to_state(),
                 "forest": self.forest_.to_state(),
-                "train_scores_sample": self._train_scores_sample}
+                "train_scores_sample": self._train_scores_sample,
+                "outcome": (self.outcome_.to_state()
+                            if getattr(self, "outcome_", None) is not None else None)}
 
     @classmethod
     def from_state(cls, state: dict, metadata: dict | None = None) -> DeclarationModel:
@@ -405,6 +494,14 @@ class DeclarationModel:
         self.forest_ = PackedForest.from_state(state["forest"])
         self._train_scores_sample = np.asarray(state["train_scores_sample"])
         self.metadata_ = dict(metadata or {})
+        if state.get("outcome"):
+            from .supervised import OutcomeModel
+
+            self.outcome_ = OutcomeModel.from_state(state["outcome"])
+            if self.outcome_.n_x_features_ != len(self.features_.feature_names_):
+                raise SchemaError("model file is inconsistent: the outcome model expects "
+                                  f"{self.outcome_.n_x_features_} features, the feature "
+                                  f"builder makes {len(self.features_.feature_names_)}")
         if self.forest_.n_features_in_ != len(self.features_.feature_names_):
             raise SchemaError(f"model file is inconsistent: forest expects "
                               f"{self.forest_.n_features_in_} features, feature builder makes "
@@ -431,8 +528,12 @@ class DeclarationModel:
 def train(df: pd.DataFrame, *, columns: ColumnMapping | Mapping | None = None,
           budget: float = 0.01, lanes: Mapping[str, float] | str | None = None,
           random_share: float = 0.0, trees: int = 200, max_samples: int | str = 256,
-          seed: int = 0, min_rows: int = 30) -> DeclarationModel:
-    """Validate ``df`` (after an optional column mapping) and fit a DeclarationModel."""
+          seed: int = 0, min_rows: int = 30, labels: str | None = None,
+          revenue: str | None = None) -> DeclarationModel:
+    """Validate ``df`` (after an optional column mapping) and fit a DeclarationModel.
+
+    ``labels`` names a 0/1 inspection-outcome column to also learn from outcomes.
+    """
     mapping = ColumnMapping.from_obj(columns)
     if columns is not None:
         df = apply_column_mapping(df, mapping)
@@ -440,7 +541,7 @@ def train(df: pd.DataFrame, *, columns: ColumnMapping | Mapping | None = None,
                              lanes=lanes, random_share=random_share, seed=seed,
                              min_rows=min_rows, extra_categorical=mapping.extra_categorical,
                              extra_numeric=mapping.extra_numeric)
-    return model.fit(df)
+    return model.fit(df, labels=labels, revenue=revenue)
 
 
 

@@ -42,6 +42,19 @@ def _errors(fn):
     return wrapper
 
 
+def _dask(name: str):
+    """A function of detector.distributed; a clear error when the extra is not installed."""
+    try:
+        import dask  # noqa: F401
+        import distributed  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            "--engine dask needs the dask extra: pip install 'detector[dask]'") from None
+    from . import distributed as engine
+
+    return getattr(engine, name)
+
+
 def _note(text: str) -> None:
     click.echo(text, err=True)
 
@@ -115,12 +128,14 @@ def generate(rows, seed, fraud_rate, output, force):
               show_default=True, help="dask: reference tables over a dataset larger than "
                                       "memory, forest on a sample.")
 @click.option("--scheduler", default=None, help="Dask scheduler address (engine dask).")
+@click.option("--sample-rows", type=click.IntRange(min=1000), default=1_000_000,
+              show_default=True, help="Engine dask: rows the model is fitted on.")
 @_columns
 @_encoding
 @_force
 @_errors
 def train(input, output, budget, lanes, random_share, trees, seed, labels, revenue, engine,
-          scheduler, columns, encoding, force):
+          scheduler, sample_rows, columns, encoding, force):
     """Fit a model on declarations and save the artifact."""
     from pathlib import Path
 
@@ -137,11 +152,11 @@ def train(input, output, budget, lanes, random_share, trees, seed, labels, reven
     if engine == "dask":
         if labels is not None:
             raise click.UsageError("--labels is not supported with --engine dask yet")
-        from .distributed import train_dask
-
+        train_dask = _dask("train_dask")
         summary = train_dask(input, output, columns=columns, budget=budget, lanes=lanes,
                              random_share=random_share, trees=trees, seed=seed,
-                             scheduler=scheduler, force=force, encoding=encoding)
+                             scheduler=scheduler, sample_rows=sample_rows, force=force,
+                             encoding=encoding)
         _note(f"trained on {summary.get('trained_on', summary.get('rows', 0)):,} declarations "
               f"with dask; model saved to {output}")
         _out(summary)
@@ -176,8 +191,7 @@ def train(input, output, budget, lanes, random_share, trees, seed, labels, reven
 def score(model, input, output, chunk_rows, engine, scheduler, columns, encoding, force):
     """Score declarations: one output row per valid input row, rejects beside it."""
     if engine == "dask":
-        from .distributed import score_dask
-
+        score_dask = _dask("score_dask")
         summary = score_dask(model, input, output, columns=columns, scheduler=scheduler,
                              force=force, encoding=encoding)
         _note(f"rows {summary['rows']:,}: scored {summary['scored']:,}, rejected "

@@ -1,0 +1,693 @@
+"""Scoring and training on Dask: folders of Parquet/CSV files, one machine or a cluster.
+
+Only this module imports dask; ``import detector`` and the local engine never do.
+
+Scoring (:func:`score_dask`) gives the same results as :func:`detector.jobs.score_file`
+on the concatenation of the input files (same anomaly_score bits, reasons, lanes, ranks,
+rejects), whatever the partitioning, in four steps:
+
+1. **Facts pass** (three id/burst columns only): per partition, the row count, the parcel
+   burst counts (:meth:`DeclarationFeatures.burst_context`) and 8-byte hashes of the
+   declaration ids. The driver sums the burst counts (whole-dataset context), turns row
+   counts into global row offsets, and finds repeated id hashes (first occurrence wins):
+   16 bytes a row on the driver.
+2. **Score pass** (``map_partitions``): each partition is validated and scored with the
+   model, which travels once to each worker as one task of the graph
+   (``dask.delayed(model)``), never once per partition. Scored rows (without rank) and
+   rejects are spilled to Parquet files of a work folder; only the scores (8 bytes a row)
+   come back to the driver.
+3. **Rank**: the driver ranks the scores with a stable argsort (descending score, ties by
+   input order), exactly like the local engine.
+4. **Write pass**: each partition's spill gets its slice of ranks and is written as
+   ``part.NNNNN.parquet`` into a hidden temporary folder beside OUTPUT, which is renamed
+   to OUTPUT only when everything succeeded; rejects are streamed to
+   ``OUTPUT.rejects.csv`` through :class:`detector.io.AtomicWriter`.
+
+Every task only reads its inputs and (re)writes files named after its partition number,
+so a task that Dask retries after a worker died produces the same file again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as _io
+import os
+import secrets
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError, SchemaError
+from .io import (
+    _NA_TOKENS,
+    _TEXT_COLUMNS,
+    READ_FORMATS,
+    AtomicWriter,
+    _decategorise,
+    _format_of,
+    _parquet_file,
+    _real_encoding,
+    read_header,
+)
+from .model import OUTPUT_COLUMNS, DeclarationModel
+from .validate import REJECT_COLUMNS, _text, summarise_rejects, validate
+
+__all__ = ["score_dask", "train_dask", "list_inputs", "DEFAULT_PARTITION_ROWS"]
+
+DEFAULT_PARTITION_ROWS = 200_000
+DEFAULT_SAMPLE_ROWS = 1_000_000
+_FACT_COLUMNS = ("declaration_id", "exporter_id", "date", "transport_mode")
+
+
+# --------------------------------------------------------------------------- input pieces
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One partition of the input: row groups of a Parquet file or a byte range of a CSV."""
+
+    path: str
+    fmt: str  # "parquet" | "csv"
+    names: tuple[str, ...]  # canonical names of the file's columns, in file order
+    raw_names: tuple[str, ...]  # names as written in the file
+    row_groups: tuple[int, ...] = ()
+    start: int = 0  # CSV: first byte (0 = the header is in this piece)
+    end: int = -1  # CSV: one past the last byte (-1 = end of file)
+    encoding: str = "utf-8"
+
+
+def list_inputs(input: str | os.PathLike) -> list[Path]:
+    """The data files of INPUT: one file, a folder (its Parquet/CSV files, sorted by
+    name, recursively) or a glob pattern. Hidden files (``.x``, ``_x``) are skipped."""
+    p = Path(input)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file())
+    else:
+        import glob
+
+        files = sorted(Path(f) for f in glob.glob(str(input), recursive=True)
+                       if Path(f).is_file())
+        if not files:
+            raise InputError(f"INPUT {input} does not exist (no file, folder or glob match)")
+    files = [f for f in files if not any(part.startswith((".", "_")) for part in
+                                         f.relative_to(p if p.is_dir() else f.parent).parts)]
+    keep = []
+    for f in files:
+        try:
+            _format_of(f, READ_FORMATS, "INPUT")
+        except InputError:
+            continue
+        keep.append(f)
+    if not keep:
+        raise InputError(f"INPUT {input} holds no Parquet or CSV file "
+                         f"({', '.join(READ_FORMATS)})")
+    return keep
+
+
+def _csv_splits(path: Path, target_bytes: int) -> list[tuple[int, int]]:
+    """Byte ranges starting at line starts, about ``target_bytes`` each."""
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz") or size <= target_bytes:
+        return [(0, -1)]
+    cuts = [0]
+    with open(path, "rb") as fh:
+        pos = target_bytes
+        while pos < size:
+            fh.seek(pos)
+            fh.readline()  # finish the current line
+            nxt = fh.tell()
+            if nxt >= size:
+                break
+            if nxt > cuts[-1]:
+                cuts.append(nxt)
+            pos = nxt + target_bytes
+    return [(a, b) for a, b in zip(cuts, [*cuts[1:], -1], strict=True)]
+
+
+def _pieces(files: Sequence[Path], mapping, encoding: str, partition_rows: int) -> list[_Piece]:
+    pieces: list[_Piece] = []
+    for f in files:
+        fmt = _format_of(f, READ_FORMATS, "INPUT")
+        if fmt == "jsonl":
+            raise InputError(f"INPUT {f}: JSON lines are not supported by the dask engine; "
+                             "use Parquet or CSV (or --engine local)")
+        names = tuple(read_header(f, mapping, encoding=encoding))
+        if fmt == "parquet":
+            pf = _parquet_file(f)
+            raw = tuple(pf.schema_arrow.names)
+            groups: list[int] = []
+            rows = 0
+            for i in range(pf.metadata.num_row_groups):
+                n = pf.metadata.row_group(i).num_rows
+                if n == 0:
+                    continue
+                if groups and rows + n > partition_rows:
+                    pieces.append(_Piece(str(f), fmt, names, raw, tuple(groups)))
+                    groups, rows = [], 0
+                groups.append(i)
+                rows += n
+            if groups:
+                pieces.append(_Piece(str(f), fmt, names, raw, tuple(groups)))
+        else:
+            with open(f, "rb") as fh:  # bytes per row from the first megabyte
+                head = fh.read(1 << 20)
+            per_row = max(len(head) / max(head.count(b"\n"), 1), 1.0)
+            for a, b in _csv_splits(f, max(int(per_row * partition_rows), 1 << 16)):
+                pieces.append(_Piece(str(f), fmt, names, names, start=a, end=b,
+                                     encoding=encoding))
+    return pieces
+
+
+def _read_piece(piece: _Piece, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read one piece with :mod:`detector.io`'s rules: text columns verbatim as strings
+    (leading zeros kept, "NA" stays Namibia), pandas NA tokens only in the other columns,
+    canonical column names. ``columns``: canonical names to read (others skipped)."""
+    names = list(piece.names)
+    keep = None if columns is None else [n for n in names if n in set(columns)]
+    p = Path(piece.path)
+    if piece.fmt == "parquet":
+        pf = _parquet_file(p)
+        raw_cols = None if keep is None else [r for r, n in zip(piece.raw_names, names,
+                                                                  strict=True) if n in keep]
+        try:
+            df = pf.read_row_groups(list(piece.row_groups), columns=raw_cols).to_pandas()
+        except Exception as exc:
+            raise InputError(f"INPUT {p} is a corrupt Parquet file: {exc}") from None
+        df.columns = names if keep is None else keep
+        return _decategorise(df)
+    enc = _real_encoding(piece.encoding)
+    dtype = {n: "str" for n in names if n in _TEXT_COLUMNS}
+    na_values = {n: list(_NA_TOKENS) for n in names if n not in _TEXT_COLUMNS}
+    kw: dict[str, Any] = dict(names=names, usecols=keep, index_col=False, dtype=dtype,
+                              keep_default_na=False, na_values=na_values, encoding=enc,
+                              skip_blank_lines=True)
+    try:
+        if piece.start == 0 and piece.end == -1:
+            df = pd.read_csv(p, header=0, compression="infer", **kw)
+        else:
+            with open(p, "rb") as fh:
+                fh.seek(piece.start)
+                data = fh.read() if piece.end < 0 else fh.read(piece.end - piece.start)
+            df = pd.read_csv(_io.BytesIO(data), header=0 if piece.start == 0 else None, **kw)
+    except pd.errors.EmptyDataError:
+        df = pd.DataFrame({n: pd.Series([], dtype="str") for n in (keep or names)})
+    except UnicodeDecodeError:
+        raise InputError(f"INPUT {p} is not valid {enc.replace('-sig', '')}; pass --encoding "
+                         "(e.g. latin-1) if the file uses another encoding") from None
+    except pd.errors.ParserError as exc:
+        raise InputError(f"INPUT {p} is not a well-formed CSV file: {exc}") from None
+    if keep is not None:
+        df = df[[c for c in keep if c in df.columns]]
+    return df
+
+
+def _union_columns(pieces: Sequence[_Piece]) -> list[str]:
+    out: list[str] = []
+    for pc in pieces:
+        out.extend(n for n in pc.names if n not in out)
+    return out
+
+
+def _read_full(piece: _Piece, columns: Sequence[str]) -> pd.DataFrame:
+    df = _read_piece(piece)
+    if list(df.columns) != list(columns):  # files may differ in optional columns
+        df = df.reindex(columns=list(columns))
+    return df
+
+
+# --------------------------------------------------------------------------- facts pass
+
+
+def _hash_ids(ids: pd.Series) -> np.ndarray:
+    # Same text as validate compares (stripped, blank = missing) and the same hash as
+    # detector.validate.IdTracker.
+    values = ids.astype("str").to_numpy(dtype=object)
+    if len(values) == 0:
+        return np.empty(0, dtype=np.uint64)
+    return pd.util.hash_array(values)
+
+
+def _facts(piece: _Piece) -> dict:
+    """Row count, parcel bursts and id hashes of one piece (three/four columns only)."""
+    from .features import DeclarationFeatures
+
+    df = _read_piece(piece, _FACT_COLUMNS)
+    ids = _text(df["declaration_id"]) if "declaration_id" in df.columns else \
+        pd.Series(np.nan, index=df.index, dtype="str")
+    present = ids.notna().to_numpy()
+    from ._version import __version__
+
+    return {"rows": len(df), "burst": DeclarationFeatures.burst_context(df),
+            "version": __version__,
+            "id_pos": np.flatnonzero(present).astype(np.int64),
+            "id_hash": _hash_ids(ids[present])}
+
+
+def _global_duplicates(facts: Sequence[dict], offsets: np.ndarray) -> dict[int, tuple]:
+    """Per partition: (local positions of repeated ids, 1-based row of the first one)."""
+    pos = np.concatenate([f["id_pos"] + off for f, off in zip(facts, offsets, strict=True)]
+                         ) if facts else np.zeros(0, np.int64)
+    h = np.concatenate([f["id_hash"] for f in facts]) if facts else np.zeros(0, np.uint64)
+    if len(h) == 0:
+        return {}
+    order = np.argsort(h, kind="stable")  # stable: within a hash, input order
+    hs = h[order]
+    dup_sorted = np.zeros(len(hs), dtype=bool)
+    dup_sorted[1:] = hs[1:] == hs[:-1]
+    if not dup_sorted.any():
+        return {}
+    group_start = np.maximum.accumulate(np.where(~dup_sorted, np.arange(len(hs)), 0))
+    dup_rows = pos[order][dup_sorted]
+    first_rows = pos[order][group_start][dup_sorted] + 1
+    o = np.argsort(dup_rows)
+    dup_rows, first_rows = dup_rows[o], first_rows[o]
+    part = np.searchsorted(offsets, dup_rows, side="right") - 1
+    out: dict[int, tuple] = {}
+    for p in np.unique(part):
+        sel = part == p
+        out[int(p)] = (dup_rows[sel] - offsets[p], first_rows[sel])
+    return out
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _validate_global(df: pd.DataFrame, dups: tuple | None):
+    """:func:`validate` with duplicates judged over the whole dataset.
+
+    ``df`` has the global 0-based row positions as index. Rows whose id appeared earlier
+    in the dataset are rejected with the local engine's wording ("duplicate
+    declaration_id: first seen at row N"), followed by any other problem of the row in
+    the local order of checks.
+    """
+    if dups is None or len(dups[0]) == 0:
+        res = validate(df)
+        return res.valid, res.rejects
+    local_pos, first_rows = dups
+    is_dup = np.zeros(len(df), dtype=bool)
+    is_dup[local_pos] = True
+    res = validate(df.iloc[np.flatnonzero(~is_dup)])
+    d = df.iloc[local_pos].copy()
+    ids = _text(d["declaration_id"])
+    # Placeholder ids (unique, present) so that only the other checks speak.
+    d["declaration_id"] = [f"dup-{i}" for i in range(len(d))]
+    other = validate(d).rejects.set_index("row_number")
+    rn = d.index.to_numpy(dtype=np.int64) + 1
+    col = np.full(len(d), "declaration_id", dtype=object)
+    why = np.asarray(["duplicate declaration_id: first seen at row " + str(int(r))
+                      for r in first_rows], dtype=object)
+    if len(other):
+        hit = np.isin(rn, other.index.to_numpy())
+        oc = other["column"].reindex(rn[hit]).to_numpy(dtype=object)
+        orr = other["reason"].reindex(rn[hit]).to_numpy(dtype=object)
+        col[hit] = col[hit] + ";" + oc
+        why[hit] = why[hit] + "; " + orr
+    dup_rej = pd.DataFrame({"row_number": rn,
+                            "declaration_id": ids.fillna("").astype("str").to_numpy(),
+                            "column": col, "reason": why}
+                           ).astype({"declaration_id": "str", "column": "str", "reason": "str"})
+    rejects = pd.concat([res.rejects, dup_rej], ignore_index=True) if len(res.rejects) \
+        else dup_rej
+    rejects = rejects.sort_values("row_number", kind="stable").reset_index(drop=True)
+    return res.valid, rejects
+
+
+# --------------------------------------------------------------------------- tasks
+
+_SCORE_META = pd.DataFrame({"anomaly_score": pd.Series([], dtype="float64")})
+
+
+def _part_name(i: int) -> str:
+    return f"part.{i:05d}.parquet"
+
+
+def _write_parquet(df: pd.DataFrame, path: Path, schema=None) -> None:
+    """Write a file by temp + rename: a retried task simply writes it again."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _output_schema():
+    import pyarrow as pa
+
+    return pa.schema([("declaration_id", pa.large_string()), ("anomaly_score", pa.float64()),
+                      ("rank", pa.int64()), ("flagged", pa.bool_()),
+                      ("lane", pa.large_string()), ("random_selected", pa.bool_()),
+                      ("reasons", pa.list_(pa.string()))])
+
+
+def _spill_schema():
+    import pyarrow as pa
+
+    return pa.schema([f for f in _output_schema() if f.name != "rank"])
+
+
+def _reject_schema():
+    import pyarrow as pa
+
+    return pa.schema([("row_number", pa.int64()), ("declaration_id", pa.large_string()),
+                      ("column", pa.large_string()), ("reason", pa.large_string())])
+
+
+def _score_partition(df: pd.DataFrame, model: DeclarationModel, context: pd.Series,
+                     offsets: np.ndarray, dups: dict, work: str,
+                     partition_info: dict | None = None) -> pd.DataFrame:
+    i = int(partition_info["number"]) if partition_info else 0
+    df.index = pd.RangeIndex(int(offsets[i]), int(offsets[i]) + len(df))
+    valid, rejects = _validate_global(df, dups.get(i))
+    w = Path(work)
+    if len(rejects):
+        _write_parquet(rejects[list(REJECT_COLUMNS)], w / f"rejects.{i:05d}.parquet",
+                       _reject_schema())
+    if len(valid):
+        scored = model.score_valid(valid, context)
+        spill = scored[[c for c in OUTPUT_COLUMNS if c != "rank"]].reset_index(drop=True)
+        _write_parquet(spill, w / f"spill.{i:05d}.parquet", _spill_schema())
+        scores = scored["anomaly_score"].to_numpy(dtype="float64")
+    else:
+        scores = np.zeros(0)
+    return pd.DataFrame({"anomaly_score": scores})
+
+
+def _finish_partition(i: int, work: str, out_dir: str, rank: np.ndarray) -> dict:
+    import pyarrow.parquet as pq
+
+    df = pq.read_table(Path(work) / f"spill.{i:05d}.parquet").to_pandas()
+    df["rank"] = rank
+    df = df[list(OUTPUT_COLUMNS)]
+    _write_parquet(df, Path(out_dir) / _part_name(i), _output_schema())
+    return {"flagged": int(df["flagged"].sum()),
+            "random_selected": int(df["random_selected"].sum()),
+            "lanes": {str(k): int(v) for k, v in df["lane"].value_counts().items()}}
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+@contextlib.contextmanager
+def _client(scheduler: str | None, processes: bool = True):
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    # tcp even for threads: LocalCluster's in-process transport ignores host.
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
+                      host="127.0.0.1", protocol="tcp://", dashboard_address=None
+                      ) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def _prepare(input, columns, encoding, partition_rows):
+    from .jobs import _mapping
+
+    if not isinstance(partition_rows, int | np.integer) or partition_rows < 1:
+        raise ValueError(f"partition_rows must be a positive integer, got {partition_rows!r}")
+    mapping = _mapping(columns)
+    files = list_inputs(input)
+    pieces = _pieces(files, mapping, encoding, int(partition_rows))
+    return mapping, files, pieces
+
+
+def _facts_pass(client, pieces):
+    """Whole-dataset facts: offsets, parcel-burst context, duplicate ids."""
+    import dask
+
+    from ._version import __version__
+
+    facts = dask.compute(*[dask.delayed(_facts, pure=True)(p) for p in pieces])
+    other = sorted({f["version"] for f in facts} - {__version__})
+    if other:  # the same model must run the same code everywhere
+        raise RuntimeError(f"Dask workers run detector {', '.join(other)} but this process "
+                           f"runs {__version__}; install the same version on every worker")
+    rows = np.array([f["rows"] for f in facts], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
+    bursts = [f["burst"] for f in facts if len(f["burst"])]
+    context = pd.concat(bursts).groupby(level=[0, 1]).sum() if bursts else \
+        pd.Series(dtype="int64")
+    dups = _global_duplicates(facts, offsets)
+    return rows, offsets, context, dups
+
+
+def _ddf(pieces, cols):
+    import dask.dataframe as dd
+
+    meta = pd.DataFrame({c: pd.Series([], dtype="object") for c in cols})
+    return dd.from_map(_read_full, pieces, columns=cols, meta=meta, enforce_metadata=False,
+                       divisions=[None] * (len(pieces) + 1))
+
+
+def _replace_dir(tmp: Path, out: Path, force: bool) -> None:
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise InputError(f"OUTPUT {out} exists; pass --force to overwrite")
+        trash = out.with_name(f".{out.name}.old-{secrets.token_hex(4)}")
+        os.replace(out, trash)
+        os.replace(tmp, out)
+        if trash.is_dir():
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            trash.unlink(missing_ok=True)
+    else:
+        os.replace(tmp, out)
+
+
+# --------------------------------------------------------------------------- public
+
+
+def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, columns=None,
+               scheduler: str | None = None, force: bool = False, encoding: str = "utf-8",
+               partition_rows: int = DEFAULT_PARTITION_ROWS, processes: bool = True) -> dict:
+    """Score a Parquet/CSV dataset (file, folder or glob) on Dask.
+
+    OUTPUT is a folder of Parquet files ``part.NNNNN.parquet`` (columns
+    :data:`detector.model.OUTPUT_COLUMNS`, rank global); rejects go to
+    ``OUTPUT.rejects.csv`` (same columns and reasons as the local engine, row_number the
+    1-based position in the concatenated input, files in name order). With no
+    ``scheduler`` a 2-worker LocalCluster on 127.0.0.1 runs for the call (``processes``
+    picks worker processes or threads); with an address, that cluster is used.
+    Returns a summary dict (``engine="dask"``).
+    """
+    from .jobs import load_model, rejects_path
+
+    started = time.time()
+    out = Path(output)
+    rej_path = rejects_path(out)
+    for p in (out, rej_path):
+        if (p.exists() or p.is_symlink()) and not force:
+            raise InputError(f"OUTPUT {p} exists; pass --force to overwrite")
+    if not out.parent.is_dir():
+        raise InputError(f"OUTPUT folder {out.parent} does not exist; create it first")
+    if not isinstance(model, DeclarationModel):
+        model = load_model(model)
+    mapping, files, pieces = _prepare(input, columns, encoding, partition_rows)
+    cols = _union_columns(pieces)
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    work = out.parent / f".{out.name}.work-{tag}"
+    tmp_out = out.parent / f".{out.name}.tmp-{tag}"
+    work.mkdir()
+    tmp_out.mkdir()
+    try:
+        with _client(scheduler, processes) as client:
+            import dask
+
+            rows, offsets, context, dups = _facts_pass(client, pieces)
+            total = int(rows.sum())
+            if total == 0:
+                raise InputError(f"INPUT {input} has no data rows")
+            # The model and the whole-dataset context are one task each in the graph:
+            # shipped once to each worker that needs them, not once per partition.
+            key = uuid.uuid4().hex
+            model_d = dask.delayed(model, name=f"detector-model-{key}", traverse=False)
+            ctx_d = dask.delayed(context, name=f"detector-context-{key}", traverse=False)
+            dups_d = dask.delayed(dups, name=f"detector-dups-{key}", traverse=False)
+            scored = _ddf(pieces, cols).map_partitions(
+                _score_partition, model_d, ctx_d, offsets, dups_d, str(work),
+                meta=_SCORE_META, enforce_metadata=False)
+            parts = scored.to_delayed()
+            per_part = [d["anomaly_score"].to_numpy(dtype="float64")
+                        for d in dask.compute(*parts)]
+            counts = np.array([len(s) for s in per_part], dtype=np.int64)
+            s = np.concatenate(per_part) if len(per_part) else np.zeros(0)
+            order = np.argsort(-s, kind="stable")
+            rank = np.empty(len(s), dtype=np.int64)
+            rank[order] = np.arange(1, len(s) + 1)
+            starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+            todo = [i for i in range(len(pieces)) if counts[i]]
+            stats = dask.compute(*[
+                dask.delayed(_finish_partition, pure=True)(
+                    i, str(work), str(tmp_out), rank[starts[i]:starts[i + 1]])
+                for i in todo])
+        n_scored = int(len(s))
+        if n_scored == 0:
+            _write_parquet(pd.DataFrame({c: pd.Series([], dtype="float64" if c ==
+                                                      "anomaly_score" else "object")
+                                         for c in OUTPUT_COLUMNS}),
+                           tmp_out / _part_name(0), _output_schema())
+        # Rejects, streamed in partition (= row) order into one CSV, atomically.
+        import pyarrow.parquet as pq
+
+        n_rejected = 0
+        sample: list[pd.DataFrame] = []
+        with AtomicWriter(rej_path, force=force) as w:
+            for i in range(len(pieces)):
+                f = work / f"rejects.{i:05d}.parquet"
+                if f.exists():
+                    r = pq.read_table(f).to_pandas()
+                    n_rejected += len(r)
+                    sample.append(r.head(1000))
+                    w.write(r)
+            if n_rejected == 0:
+                w.write(pd.DataFrame({c: pd.Series([], dtype="str") for c in REJECT_COLUMNS}))
+        if total != n_scored + n_rejected:  # the product's core promise; never silent
+            raise RuntimeError(f"internal error: {total} rows in but {n_scored} scored + "
+                               f"{n_rejected} rejected")
+        _replace_dir(tmp_out, out, force)
+    except BaseException:
+        shutil.rmtree(tmp_out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    lanes: dict[str, int] = {}
+    for st in stats:
+        for k, v in st["lanes"].items():
+            lanes[k] = lanes.get(k, 0) + v
+    seconds = time.time() - started
+    summary = {"input": str(input), "output": str(out), "rejects": str(rej_path),
+               "rows": total, "scored": n_scored, "rejected": n_rejected,
+               "flagged": sum(st["flagged"] for st in stats),
+               "random_selected": sum(st["random_selected"] for st in stats),
+               "lanes": lanes, "files": len(files), "partitions": len(pieces),
+               "seconds": round(seconds, 3),
+               "rows_per_second": round(total / seconds) if seconds > 0 else None,
+               "engine": "dask"}
+    if sample:
+        summary["rejects_summary"] = summarise_rejects(pd.concat(sample))
+    return summary
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """A well-mixed 64-bit hash of integers (SplitMix64 finaliser), vectorised."""
+    z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _sample_mask(global_pos: np.ndarray, seed: int, frac: float) -> np.ndarray:
+    """Keep a row when a hash of (seed, global row) falls under ``frac``: the sample
+    depends only on the seed and the row's position, not on the partitioning."""
+    if frac >= 1.0:
+        return np.ones(len(global_pos), dtype=bool)
+    salt = _splitmix64(np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
+    with np.errstate(over="ignore"):
+        h = _splitmix64(global_pos.astype(np.uint64) ^ salt)
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53) < frac
+
+
+def _sample_partition(df: pd.DataFrame, offsets: np.ndarray, dups: dict, seed: int,
+                      frac: float, partition_info: dict | None = None) -> dict:
+    i = int(partition_info["number"]) if partition_info else 0
+    df.index = pd.RangeIndex(int(offsets[i]), int(offsets[i]) + len(df))
+    valid, rejects = _validate_global(df, dups.get(i))
+    keep = _sample_mask(valid.index.to_numpy(np.int64), seed, frac)
+    return {"valid": valid.iloc[np.flatnonzero(keep)], "n_valid": len(valid),
+            "n_rejected": len(rejects), "rejects_head": rejects.head(1000)}
+
+
+def train_dask(input, output, *, columns=None, budget: float = 0.01, lanes=None,
+               random_share: float = 0.0, trees: int = 200, seed: int = 0,
+               scheduler: str | None = None, sample_rows: int = DEFAULT_SAMPLE_ROWS,
+               partition_rows: int = DEFAULT_PARTITION_ROWS, encoding: str = "utf-8",
+               force: bool = False, processes: bool = True) -> dict:
+    """Train on a dataset larger than memory: validate everything on Dask, fit on a sample.
+
+    Exact over the whole dataset: row, valid and reject counts, duplicate ids (first
+    occurrence wins) and the validation itself. Sampled: a uniform sample of about
+    ``sample_rows`` valid rows (deterministic: a hash of the seed and the global row
+    position decides) is gathered on the driver and every reference table, the forest
+    and the budget/lane thresholds are fitted on it with :meth:`DeclarationModel.fit`.
+    When the dataset has at most ``sample_rows`` valid rows, nothing is sampled and the
+    model equals :func:`detector.jobs.train_file` on the concatenated input.
+    """
+    started = time.time()
+    if Path(output).exists() and not force:
+        raise InputError(f"OUTPUT {output} exists; pass --force to overwrite")
+    if not isinstance(sample_rows, int | np.integer) or sample_rows < 2:
+        raise ValueError(f"sample_rows must be an integer >= 2, got {sample_rows!r}")
+    mapping, files, pieces = _prepare(input, columns, encoding, partition_rows)
+    cols = _union_columns(pieces)
+    with _client(scheduler, processes) as client:
+        import dask
+
+        rows, offsets, _, dups = _facts_pass(client, pieces)
+        total = int(rows.sum())
+        n_dups = sum(len(v[0]) for v in dups.values())
+        # The valid count is only known after validation: aim at sample_rows of the rows
+        # that are not duplicates (rows rejected for other reasons make the sample a
+        # little smaller than sample_rows, never larger).
+        frac = min(1.0, sample_rows / max(total - n_dups, 1))
+        key = uuid.uuid4().hex
+        dups_d = dask.delayed(dups, name=f"detector-dups-{key}", traverse=False)
+        parts = _ddf(pieces, cols).to_delayed()
+        results = dask.compute(*[
+            dask.delayed(_sample_partition, pure=True)(
+                p, offsets, dups_d, int(seed), frac, partition_info={"number": i})
+            for i, p in enumerate(parts)])
+    n_valid = sum(r["n_valid"] for r in results)
+    n_rejected = sum(r["n_rejected"] for r in results)
+    if total != n_valid + n_rejected:
+        raise RuntimeError(f"internal error: {total} rows in but {n_valid} valid + "
+                           f"{n_rejected} rejected")
+    frames = [r["valid"] for r in results if len(r["valid"])]
+    rej_head = pd.concat([r["rejects_head"] for r in results])
+    valid = pd.concat(frames) if len(frames) > 1 else (frames[0] if frames else None)
+    if valid is None or len(valid) < 2:
+        raise SchemaError(f"INPUT {input}: {0 if valid is None else len(valid)} valid rows of "
+                          f"{total}; training needs at least 2. {summarise_rejects(rej_head)}")
+    model = DeclarationModel(n_estimators=trees, budget=budget, lanes=lanes,
+                             random_share=random_share, seed=seed)
+    model.fit(valid, validated=True)
+    sampled = len(valid) < n_valid
+    model.metadata_["training"]["rejected"] = int(n_rejected)
+    model.metadata_["training"]["engine"] = "dask"
+    model.metadata_["training"]["dataset_rows"] = total
+    model.metadata_["training"]["dataset_valid_rows"] = int(n_valid)
+    model.metadata_["training"]["sample"] = {
+        "sampled": bool(sampled), "rows": int(len(valid)), "fraction": float(frac),
+        "seed": int(seed), "method": "hash(seed, global row) < fraction; references, forest "
+        "and thresholds fitted on the sample"}
+    model.metadata_["columns"] = mapping.to_obj()
+    meta = model.save(output)
+    return {"output": str(output), "rows": total, "trained_on": int(len(valid)),
+            "valid": int(n_valid), "rejected": int(n_rejected), "sampled": bool(sampled),
+            "sample_fraction": float(frac),
+            "rejects_summary": summarise_rejects(rej_head) if n_rejected else "",
+            "features": meta["features"], "disabled_features": meta["disabled_features"],
+            "threshold": meta["threshold"], "lane_thresholds": meta["lane_thresholds"],
+            "files": len(files), "partitions": len(pieces),
+            "seconds": round(time.time() - started, 3), "engine": "dask"}

@@ -180,7 +180,9 @@ def train(input, output, budget, lanes, random_share, trees, seed, labels, reven
 @click.argument("input", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="CSV, Parquet or JSON lines by extension; rejects go beside it.")
-@click.option("--chunk-rows", type=click.IntRange(min=1), default=200_000, show_default=True)
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Scoring processes (default: by file size and cores).")
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local",
               show_default=True)
 @click.option("--scheduler", default=None, help="Dask scheduler address (engine dask).")
@@ -188,7 +190,8 @@ def train(input, output, budget, lanes, random_share, trees, seed, labels, reven
 @_encoding
 @_force
 @_errors
-def score(model, input, output, chunk_rows, engine, scheduler, columns, encoding, force):
+def score(model, input, output, chunk_rows, workers, engine, scheduler, columns, encoding,
+          force):
     """Score declarations: one output row per valid input row, rejects beside it."""
     if engine == "dask":
         score_dask = _dask("score_dask")
@@ -213,7 +216,7 @@ def score(model, input, output, chunk_rows, engine, scheduler, columns, encoding
     try:
         summary = score_file(model, input, output, columns=columns, chunk_rows=chunk_rows,
                              force=force, encoding=encoding, progress=progress,
-                             on_total=on_total)
+                             on_total=on_total, workers=workers)
     finally:
         if bar["obj"] is not None:
             bar["obj"].__exit__(None, None, None)

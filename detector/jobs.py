@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ __all__ = ["generate_file", "train_file", "score_file", "evaluate_file", "explai
            "rejects_path", "load_model"]
 
 Progress = Callable[[int], None] | None
-_CHUNK_ROWS = 200_000
+_CHUNK_ROWS = 100_000
 
 
 def load_model(path: str | os.PathLike) -> DeclarationModel:
@@ -123,15 +124,52 @@ def _burst_context(input, mapping, encoding, chunk_rows) -> tuple[pd.Series, int
     return ctx.groupby(level=[0, 1]).sum(), rows
 
 
+# --- parallel chunk scoring -----------------------------------------------------------------
+# Reading, validation and writing stay in the main process (they are ordered: duplicate
+# ids, spill order); scoring a validated chunk is independent and goes to worker
+# processes. Each worker gets the model and the whole-file context once, at start.
+_WORKER: dict = {}
+
+
+def _worker_init(model_state: bytes, context) -> None:
+    import pickle
+
+    try:  # one numba thread per worker: the processes already fill the cores
+        import numba
+
+        numba.set_num_threads(1)
+    except ImportError:  # pragma: no cover - numpy path
+        pass
+    _WORKER["model"] = pickle.loads(model_state)  # our own bytes, made by this process
+    _WORKER["context"] = context
+
+
+def _worker_score(valid: pd.DataFrame) -> pd.DataFrame:
+    return _WORKER["model"].score_valid(valid, _WORKER["context"])
+
+
+def _auto_workers(total_rows: int, chunk_rows: int) -> int:
+    # A worker costs about a second to start (imports, compiled kernels): worth it only
+    # for files of several chunks, and never more workers than cores.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    if total_rows < max(3 * chunk_rows, 300_000) or cores < 2:
+        return 1
+    return min(cores, 4)
+
+
 def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, columns=None,
                chunk_rows: int = _CHUNK_ROWS, force: bool = False, encoding: str = "utf-8",
-               progress: Progress = None, on_total: Callable[[int], None] | None = None) -> dict:
+               progress: Progress = None, on_total: Callable[[int], None] | None = None,
+               workers: int | None = None) -> dict:
     """Score a file in chunks with bounded memory; every row is scored or rejected.
 
     Pass 1 reads three columns for whole-file facts (parcel bursts, row count). Pass 2
-    validates and scores chunk by chunk, spilling results to a temporary Parquet file
-    and keeping only the scores in memory (8 bytes a row). Pass 3 ranks the scores and
-    streams the results, with their rank, to the output. Outputs appear only complete.
+    validates chunk by chunk and scores the chunks (in ``workers`` processes when more
+    than one; ``None`` picks by file size and cores), spilling results in input order to
+    a temporary Parquet file and keeping only the scores in memory (8 bytes a row). Pass
+    3 ranks the scores and streams the results, with their rank, to the output. Outputs
+    appear only complete, and are the same whatever the number of workers.
     """
     started = time.time()
     if not isinstance(model, DeclarationModel):
@@ -154,6 +192,10 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     context, total = _burst_context(input, mapping, encoding, chunk_rows)
     if on_total is not None:
         on_total(total)
+    if workers is None:
+        workers = _auto_workers(total, chunk_rows)
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     rows_in = n_scored = n_rejected = 0
     scores: list[np.ndarray] = []
     tracker = IdTracker()
@@ -162,8 +204,33 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                                out_path.parent.exists() else None)
     spill = Path(tmp_dir) / "scored.parquet"
     rej_w.__enter__()
+    pool = None
     try:
+        if workers > 1:
+            import multiprocessing as mp
+            import pickle
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn, not fork: numba's and OpenMP's thread pools do not survive a fork.
+            pool = ProcessPoolExecutor(max_workers=int(workers),
+                                       mp_context=mp.get_context("spawn"),
+                                       initializer=_worker_init,
+                                       initargs=(pickle.dumps(model), context))
         with AtomicWriter(spill, force=True) as spill_w:
+            pending: deque = deque()
+
+            def drain(keep: int) -> None:
+                nonlocal n_scored
+                while len(pending) > keep:
+                    fut, n_chunk = pending.popleft()
+                    scored = fut.result() if pool is not None and fut is not None else fut
+                    if scored is not None:
+                        spill_w.write(scored.reset_index(drop=True))
+                        scores.append(scored[model.rank_column].to_numpy())
+                        n_scored += len(scored)
+                    if progress is not None:
+                        progress(n_chunk)
+
             for chunk in iter_tables(input, mapping, chunk_rows, encoding=encoding):
                 rows_in += len(chunk)
                 res = validate(chunk, seen_ids=tracker)
@@ -171,13 +238,15 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                     rej_w.write(res.rejects)
                     rejects_frames.append(res.rejects.head(1000))
                     n_rejected += len(res.rejects)
-                if len(res.valid):
-                    scored = model.score_valid(res.valid, context)
-                    spill_w.write(scored.reset_index(drop=True))
-                    scores.append(scored[model.rank_column].to_numpy())
-                    n_scored += len(scored)
-                if progress is not None:
-                    progress(len(chunk))
+                if not len(res.valid):
+                    pending.append((None, len(chunk)))
+                elif pool is None:
+                    pending.append((model.score_valid(res.valid, context), len(chunk)))
+                else:
+                    pending.append((pool.submit(_worker_score, res.valid), len(chunk)))
+                # Bounded memory: at most one chunk in flight per worker, plus one.
+                drain(keep=int(workers))
+            drain(keep=0)
             if n_rejected == 0:
                 rej_w.write(pd.DataFrame({c: pd.Series([], dtype="str") for c in
                                           ("row_number", "declaration_id", "column", "reason")}))
@@ -213,6 +282,8 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
         rej_w.__exit__(type(exc), exc, exc.__traceback__)
         raise
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         for f in Path(tmp_dir).glob("*"):
             f.unlink()
         os.rmdir(tmp_dir)
@@ -220,7 +291,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     summary = {"input": str(input), "output": str(out_path), "rejects": str(rej_path),
                "rows": rows_in, "scored": n_scored, "rejected": n_rejected,
                "flagged": flagged, "random_selected": random_selected, "lanes": lanes,
-               "seconds": round(seconds, 3),
+               "workers": int(workers), "seconds": round(seconds, 3),
                "rows_per_second": round(rows_in / seconds) if seconds > 0 else None}
     if rejects_frames:
         summary["rejects_summary"] = summarise_rejects(pd.concat(rejects_frames))

@@ -280,7 +280,13 @@ def _check_hs(s: pd.Series, fails: _Failures) -> pd.Series:
     missing = ~numeric & text.isna().to_numpy()
     fails.add("hs_code", missing, "hs_code is missing")
 
-    out = text.str.replace(r"[\s.]", "", regex=True)
+    # Codes repeat (a few thousand distinct in millions of rows): clean the distinct
+    # values once and map back, rather than run a regex per row.
+    codes, uniq = pd.factorize(text)
+    cleaned = pd.Series(uniq, dtype="str").str.replace(r"[\s.]", "", regex=True).to_numpy(
+        dtype=object)
+    out = pd.Series(np.where(codes >= 0, cleaned[np.maximum(codes, 0)] if len(cleaned) else
+                             None, None), index=s.index, dtype="str")
     if numeric.any():
         if pd.api.types.is_numeric_dtype(s.dtype):
             v = s.to_numpy(dtype="float64", na_value=np.nan)

@@ -110,6 +110,17 @@ def test_score_chunked_equals_one_chunk(trained, small_model, tmp_path):
     assert [list(x) for x in da["reasons"]] == [list(x) for x in db["reasons"]]
 
 
+def test_score_with_worker_processes_equals_one_process(trained, small_model, tmp_path):
+    """Real spawned worker processes score the chunks; the file is the same byte for byte."""
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    _run("score", trained, small_model["test"], "-o", a, "--chunk-rows", 700, "--workers", 1)
+    res = _run("score", trained, small_model["test"], "-o", b, "--chunk-rows", 700,
+               "--workers", 2)
+    assert json.loads(res.stdout)["workers"] == 2
+    assert a.read_bytes() == b.read_bytes()
+    assert a.with_name("a.rejects.csv").read_bytes() == b.with_name("b.rejects.csv").read_bytes()
+
+
 def test_cli_scores_equal_python_api(trained, small_model, tmp_path):
     import detector
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install into .venv and run the main job end to end on generated data (README command 1):
-# generate training and test declarations, train, score, evaluate, explain the top one.
+# generate training and test declarations, train, score, evaluate, explain the top one,
+# and write the HTML risk report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e .
+.venv/bin/python -m pip install --quiet -e ".[report]"
 D=.venv/bin/detector
 mkdir -p out models
 $D generate --rows 200000 --seed 1 -o out/train.csv --force >/dev/null
@@ -15,3 +16,5 @@ $D score models/detector.joblib out/test.csv -o out/scored.csv --force >/dev/nul
 $D evaluate models/detector.joblib out/test.csv
 TOP=$(.venv/bin/python -c "import csv; r=[x for x in csv.DictReader(open('out/scored.csv')) if x['rank']=='1']; print(r[0]['declaration_id'])")
 $D explain models/detector.joblib out/test.csv --id "$TOP"
+$D report models/detector.joblib out/scored.csv --labels out/test.csv -o out/report.html --force
+echo "report: out/report.html"

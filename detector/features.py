@@ -924,6 +924,13 @@ class DeclarationFeatures:
     def _history_surprisal(self, r, what: str, loo: bool):
         """-log P(origin or heading | exporter) from its history (NaN for a new exporter),
         with the counts behind it."""
+        if len(r["hs"]) == 1 and not loo:
+            other = r["origin_country"] if what == "origin" else r["hs4"]
+            key = ("h", what, int(r["exporter_id"][0]), int(other[0]))
+            return self._memoized(key, lambda: self._history_surprisal_rows(r, what, loo))
+        return self._history_surprisal_rows(r, what, loo)
+
+    def _history_surprisal_rows(self, r, what: str, loo: bool):
         t = self.tables_
         trader = r["exporter_id"]
         other, vocab = (r["origin_country"], "origin_country") if what == "origin" else \
@@ -1005,6 +1012,12 @@ class DeclarationFeatures:
         return surprise, foreign, re_excess, p_decl
 
     def _description_foreign(self, r, loo: bool) -> np.ndarray:
+        if len(r["hs"]) == 1 and not loo:
+            key = self._memo_key(r, f"d|{r['description'][0]}")
+            return self._memoized(key, lambda: self._description_foreign_rows(r, loo))
+        return self._description_foreign_rows(r, loo)
+
+    def _description_foreign_rows(self, r, loo: bool) -> np.ndarray:
         t = self.tables_
         n = len(r["hs"])
         d_codes, d_uniq = _factorize(r["description"])

@@ -181,8 +181,8 @@ def train(input, output, budget, lanes, random_share, trees, seed, labels, reven
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="CSV, Parquet or JSON lines by extension; rejects go beside it.")
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Scoring processes (default: by file size and cores).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Scoring processes: 2 is ~25% faster on 2 cores, with more memory.")
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local",
               show_default=True)
 @click.option("--scheduler", default=None, help="Dask scheduler address (engine dask).")

@@ -946,6 +946,12 @@ class DeclarationFeatures:
         return out, n_pair, np.maximum(n_tr, 0)
 
     def _composition_features(self, r, loo: bool):
+        if len(r["hs"]) == 1 and not loo:
+            key = self._memo_key(r, f"c|{r['composition'][0]}")
+            return self._memoized(key, lambda: self._composition_features_rows(r, loo))
+        return self._composition_features_rows(r, loo)
+
+    def _composition_features_rows(self, r, loo: bool):
         t = self.tables_
         n = len(r["hs"])
         comp_codes, comp_uniq = _factorize(r["composition"])

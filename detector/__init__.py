@@ -34,7 +34,7 @@ _LAZY = {
     "generate": ("detector.synth", "generate"),
     "train": ("detector.model", "train"),
     "DeclarationModel": ("detector.model", "DeclarationModel"),
-    "load_model": ("detector.jobs", "load_model"),
+    "load_model": ("detector.model", "load_model"),
     "DeclarationFeatures": ("detector.features", "DeclarationFeatures"),
     "PackedForest": ("detector.forest", "PackedForest"),
     "errors": ("detector.errors", None),
@@ -44,8 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from . import errors
     from .features import DeclarationFeatures
     from .forest import PackedForest
-    from .jobs import load_model
-    from .model import DeclarationModel, train
+    from .model import DeclarationModel, load_model, train
     from .synth import generate
 
 

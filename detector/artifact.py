@@ -49,7 +49,6 @@ from typing import Any
 # numpy is a hard dependency of the whole product; pandas and sklearn are NOT
 # imported here on purpose: reading a model's header (e.g. from a CLI ``info``
 # command) must stay fast and must not drag those heavy libraries in.
-import joblib
 import numpy as np
 
 from ._version import __version__
@@ -391,6 +390,8 @@ def _atomic_joblib_dump(obj: Any, path: Path) -> None:
             continue
     try:
         with os.fdopen(fd, "wb") as fh:
+            import joblib  # writing only: loading never needs (or trusts) joblib
+
             joblib.dump(obj, fh, compress=0)
             fh.flush()
             os.fsync(fh.fileno())

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .errors import InputError, SchemaError
 from .io import AtomicWriter, iter_tables, read_table
-from .model import DeclarationModel
+from .model import DeclarationModel, load_model
 from .schema import ColumnMapping, load_column_mapping
 from .validate import IdTracker, summarise_rejects, validate
 
@@ -29,14 +29,6 @@ __all__ = ["generate_file", "train_file", "score_file", "evaluate_file", "explai
 
 Progress = Callable[[int], None] | None
 _CHUNK_ROWS = 100_000
-
-
-def load_model(path: str | os.PathLike) -> DeclarationModel:
-    """Load a model artifact safely (see :mod:`detector.artifact`)."""
-    from .artifact import load_artifact
-
-    meta, payload = load_artifact(path)
-    return DeclarationModel.from_state(payload, meta)
 
 
 def _mapping(columns) -> ColumnMapping:

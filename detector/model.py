@@ -27,7 +27,7 @@ from .reasons import FEATURE_MEANING, counterfactual_reasons, reason_texts, soft
 from .schema import ColumnMapping, apply_column_mapping
 from .validate import validate
 
-__all__ = ["DeclarationModel", "train", "parse_lanes", "OUTPUT_COLUMNS"]
+__all__ = ["DeclarationModel", "train", "load_model", "parse_lanes", "OUTPUT_COLUMNS"]
 
 OUTPUT_COLUMNS = ("declaration_id", "anomaly_score", "rank", "flagged", "lane",
                   "random_selected", "reasons")
@@ -546,3 +546,14 @@ def train(df: pd.DataFrame, *, columns: ColumnMapping | Mapping | None = None,
 
 
 
+
+
+def load_model(path) -> DeclarationModel:
+    """Load a model artifact safely (see :mod:`detector.artifact`): data only, checked.
+
+    Imports only the scoring stack: not scikit-learn, not the file readers.
+    """
+    from .artifact import load_artifact
+
+    meta, payload = load_artifact(path)
+    return DeclarationModel.from_state(payload, meta)

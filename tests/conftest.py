@@ -83,3 +83,24 @@ def _record_of(df: pd.DataFrame, i: int) -> dict:
 @pytest.fixture(scope="session")
 def record_of():
     return _record_of
+
+
+@pytest.fixture(scope="session")
+def robust_model_files(tmp_path_factory) -> tuple:
+    """(model file, training parquet) for the robustness suites: 10k rows, 50 trees,
+    unsigned (trained with DETECTOR_MODEL_KEY unset), trained once per session."""
+    import os
+
+    import detector
+
+    folder = tmp_path_factory.mktemp("robustness-session-model")
+    model_path, train_path = folder / "detector.joblib", folder / "train.parquet"
+    df = detector.generate(rows=10_000, seed=1)
+    saved_key = os.environ.pop("DETECTOR_MODEL_KEY", None)
+    try:
+        detector.train(df, trees=50).save(model_path)
+    finally:
+        if saved_key is not None:
+            os.environ["DETECTOR_MODEL_KEY"] = saved_key
+    df.to_parquet(train_path)
+    return model_path, train_path

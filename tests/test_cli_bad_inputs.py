@@ -35,7 +35,6 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
 
-import detector
 from detector.cli import main
 from detector.io import CSV_INJECTION_PREFIXES
 
@@ -48,35 +47,14 @@ KEY = "DETECTOR_MODEL_KEY"
 # --------------------------------------------------------------------------- session model
 
 
-def session_model(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(model file, training parquet): trained once per session, shared by both modules.
-
-    The files live in the session's base temp dir, so tests/test_robustness.py (which has
-    the same helper) reuses them instead of training again.
-    """
-    folder = factory.getbasetemp() / "robustness-session-model"
-    model_path, train_path = folder / "detector.joblib", folder / "train.parquet"
-    if not model_path.exists():
-        folder.mkdir(exist_ok=True)
-        df = detector.generate(rows=10_000, seed=1)
-        saved_key = os.environ.pop(KEY, None)  # the shared model is unsigned
-        try:
-            detector.train(df, trees=50).save(model_path)
-        finally:
-            if saved_key is not None:
-                os.environ[KEY] = saved_key
-        df.to_parquet(train_path)
-    return model_path, train_path
+@pytest.fixture(scope="session")
+def model_path(robust_model_files) -> Path:
+    return robust_model_files[0]
 
 
 @pytest.fixture(scope="session")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return session_model(tmp_path_factory)[0]
-
-
-@pytest.fixture(scope="session")
-def train_df(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    return pd.read_parquet(session_model(tmp_path_factory)[1])
+def train_df(robust_model_files) -> pd.DataFrame:
+    return pd.read_parquet(robust_model_files[1])
 
 
 # --------------------------------------------------------------------------- helpers

@@ -39,37 +39,19 @@ REQUIRED = ("declaration_id", "hs_code", "origin_country", "net_mass_kg", "custo
 LABELS = ("is_fraud", "fraud_scheme", "revenue")
 
 
-def session_model(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(model file, training parquet), trained once per session (same helper as in
-    tests/test_cli_bad_inputs.py: whichever module runs first trains, the other reuses)."""
-    folder = factory.getbasetemp() / "robustness-session-model"
-    model_path, train_path = folder / "detector.joblib", folder / "train.parquet"
-    if not model_path.exists():
-        folder.mkdir(exist_ok=True)
-        df = detector.generate(rows=10_000, seed=1)
-        saved_key = os.environ.pop(KEY, None)
-        try:
-            detector.train(df, trees=50).save(model_path)
-        finally:
-            if saved_key is not None:
-                os.environ[KEY] = saved_key
-        df.to_parquet(train_path)
-    return model_path, train_path
-
-
 @pytest.fixture(scope="session")
-def model(tmp_path_factory: pytest.TempPathFactory) -> DeclarationModel:
+def model(robust_model_files) -> DeclarationModel:
     saved_key = os.environ.pop(KEY, None)
     try:
-        return detector.load_model(session_model(tmp_path_factory)[0])
+        return detector.load_model(robust_model_files[0])
     finally:
         if saved_key is not None:
             os.environ[KEY] = saved_key
 
 
 @pytest.fixture(scope="session")
-def train_df(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    return pd.read_parquet(session_model(tmp_path_factory)[1])
+def train_df(robust_model_files) -> pd.DataFrame:
+    return pd.read_parquet(robust_model_files[1])
 
 
 @pytest.fixture(scope="session")

@@ -233,14 +233,6 @@ def _count_table(keys: np.ndarray, weights: np.ndarray | None = None):
     return uniq.astype(np.int64), np.bincount(inv, weights[ok]).astype(np.int64)
 
 
-def _lookup(table_keys: np.ndarray, table_vals: np.ndarray, keys: np.ndarray, default):
-    if len(table_keys) == 0:
-        return np.full(len(keys), default)
-    pos = np.minimum(np.searchsorted(table_keys, keys), len(table_keys) - 1)
-    hit = (table_keys[pos] == keys) & (keys >= 0)
-    return np.where(hit, table_vals[pos], default)
-
-
 def _robust_stats(keys: np.ndarray, x: np.ndarray, floor: float = _MIN_LOG_SCALE):
     """Per key: row count, median and robust scale (MAD as a standard deviation)."""
     ok = (keys >= 0) & np.isfinite(x)
@@ -618,6 +610,10 @@ class DeclarationFeatures:
             | {n for f in specs if f.name in self.feature_names_ for n in f.needs})
         t: dict[str, np.ndarray] = {}
         self.tables_ = t
+        # Lookup indexes, single-row memos and the typical values all belong to the
+        # tables they were built from: a refit starts from none of them.
+        for stale in ("_index_cache", "_memo", "neutral_", "spread_", "_X_train_"):
+            self.__dict__.pop(stale, None)
         _, hs_uniq = _factorize(df["hs_code"].to_numpy())
         hs_uniq = np.asarray([u.replace(".", "").replace(" ", "") for u in hs_uniq.tolist()],
                              dtype=str)
@@ -767,8 +763,8 @@ class DeclarationFeatures:
         t["hist|key"], t["hist|n"], t["hist|med"] = k, cnt, med
         # One scale pooled over all sellers with enough history: a seller's own spread,
         # estimated from five lots, would be too noisy to divide by.
-        ok = _lookup(k, cnt, key, 0) >= _HISTORY_MIN_ROWS
-        dev = np.abs(x - _lookup(k, med, key, np.nan))[ok & np.isfinite(x)]
+        ok = self._get("hist", "n", key, 0) >= _HISTORY_MIN_ROWS
+        dev = np.abs(x - self._get("hist", "med", key, np.nan))[ok & np.isfinite(x)]
         scale = float(np.median(dev)) * _MAD_TO_SD if len(dev) else 1.0
         t["hist|scale"] = np.array([max(scale, _HISTORY_MIN_SCALE)])
 
@@ -820,6 +816,10 @@ class DeclarationFeatures:
             return np.where((tk[pos] == keys) & (keys >= 0), pos, -1)
         inside = (keys >= 0) & (keys < len(dense) - 1)
         return np.where(inside, dense[np.where(inside, keys, len(dense) - 1)], -1)
+
+    def _get(self, prefix: str, field: str, keys: np.ndarray, default) -> np.ndarray:
+        """The ``field`` of table ``prefix`` for each key (``default`` when absent)."""
+        return self._val(prefix, field, self._pos(prefix, keys), default)
 
     def _val(self, prefix: str, field: str, pos: np.ndarray, default) -> np.ndarray:
         vals = self.tables_[f"{prefix}|{field}"]
@@ -967,13 +967,13 @@ class DeclarationFeatures:
             m = lvl_i == i
             if not m.any():
                 continue
-            nd = _lookup(t[f"comp|{lvl}|decl|key"], t[f"comp|{lvl}|decl|n"], r[lvl][m], 0)
-            nt = _lookup(t[f"cnt|{lvl}|key"], t[f"cnt|{lvl}|n"], r[lvl][m], 0).astype(float)
+            nd = self._get(f"comp|{lvl}|decl", "n", r[lvl][m], 0)
+            nt = self._get(f"cnt|{lvl}", "n", r[lvl][m], 0).astype(float)
             nd = nd.astype(float)
             if loo:
                 nd, nt = nd - declares[m], nt - 1
             p_decl[m] = (nd + 0.5) / (nt + 1.0)
-            re_ref[m] = _lookup(t[f"comp|{lvl}|re|key"], t[f"comp|{lvl}|re|mean"], r[lvl][m],
+            re_ref[m] = self._get(f"comp|{lvl}|re", "mean", r[lvl][m],
                                 re_ref[m])
         surprise = np.where(declares, -np.log(p_decl), -np.log1p(-np.minimum(p_decl, 0.999)))
         foreign = np.full(n, np.nan)
@@ -993,13 +993,13 @@ class DeclarationFeatures:
                     continue
                 if lvl == "all":
                     nd = np.full(m.sum(), float(t["comp|all"][0]))
-                    ni = _lookup(t["comp|all|item|key"], t["comp|all|item|n"], c[m], 0)
+                    ni = self._get("comp|all|item", "n", c[m], 0)
                 else:
                     lc = r[lvl][rows[m]]
-                    nd = _lookup(t[f"comp|{lvl}|decl|key"], t[f"comp|{lvl}|decl|n"], lc, 0)
+                    nd = self._get(f"comp|{lvl}|decl", "n", lc, 0)
                     nd = nd.astype(float)
-                    ni = _lookup(t[f"comp|{lvl}|item|key"], t[f"comp|{lvl}|item|n"],
-                                 _pair(lc, c[m], len(t["vocab_comp"])), 0)
+                    ni = self._get(f"comp|{lvl}|item", "n",
+                                   _pair(lc, c[m], len(t["vocab_comp"])), 0)
                 ni = ni.astype(float)
                 if loo:
                     nd, ni = nd - 1, np.maximum(ni - (c[m] >= 0), 0)
@@ -1048,9 +1048,9 @@ class DeclarationFeatures:
             if not m.any():
                 continue
             code = np.zeros(m.sum(), np.int64) if lvl == "all" else lc[m]
-            nd = _lookup(t[f"desc|{lvl}|has|key"], t[f"desc|{lvl}|has|n"], code, 0).astype(float)
-            ni = _lookup(t[f"desc|{lvl}|tok|key"], t[f"desc|{lvl}|tok|n"],
-                         _pair(code, c[m], len(t["vocab_tok"])), 0).astype(float)
+            nd = self._get(f"desc|{lvl}|has", "n", code, 0).astype(float)
+            ni = self._get(f"desc|{lvl}|tok", "n",
+                           _pair(code, c[m], len(t["vocab_tok"])), 0).astype(float)
             if loo:
                 nd, ni = nd - 1, np.maximum(ni - (c[m] >= 0), 0)
             freq[m] = ni / np.maximum(nd, 1.0)
@@ -1061,7 +1061,6 @@ class DeclarationFeatures:
         return np.where(cnt > 0, share, np.nan)
 
     def _bursts(self, r, context) -> np.ndarray:
-        t = self.tables_
         n = len(r["hs"])
         small = np.isin(np.asarray(r["transport_mode_raw"], dtype=str), _SMALL_MODES)
         ok = small & (r["day"] >= 0) & (r["exporter_id_raw"] != None)  # noqa: E711
@@ -1085,7 +1084,7 @@ class DeclarationFeatures:
             idx = pd.MultiIndex.from_arrays([exp, day])
             cnt = context.reindex(idx).to_numpy(dtype=float, na_value=1.0)
             cnt = np.maximum(cnt, 1.0)
-        typical = _lookup(t["burst|key"], t["burst|typical"], r["exporter_id"][ok], 1.0)
+        typical = self._get("burst", "typical", r["exporter_id"][ok], 1.0)
         out[ok] = np.maximum(0.0, np.log(cnt) - np.log(np.maximum(typical, 1.0)))
         return out
 

@@ -384,3 +384,19 @@ def test_fit_transform_equals_fit_then_transform_for_established_rows(base):
 def test_bad_params_raise(base, bad):
     with pytest.raises(ValueError):
         DeclarationFeatures(**bad).fit(base)
+
+
+def test_refit_forgets_previous_lookup_indexes():
+    """Refitting the same object must not reuse indexes or memos of the old tables."""
+    import detector as _d
+
+    a, b = _d.generate(rows=3000, seed=1), _d.generate(rows=3000, seed=5, world=2)
+    f = DeclarationFeatures()
+    f.fit(a)
+    f.transform(b)
+    f.transform_record(b.iloc[0].to_dict())  # fills the single-row memo too
+    f.fit(b)
+    fresh = DeclarationFeatures().fit(b)
+    np.testing.assert_array_equal(f.transform(a), fresh.transform(a))
+    np.testing.assert_array_equal(f.transform_record(a.iloc[0].to_dict())[0],
+                                  fresh.transform_record(a.iloc[0].to_dict())[0])

@@ -157,6 +157,7 @@ class DeclarationModel:
         self._check_params()
         lanes = parse_lanes(self.lanes, self.budget)
         started = time.time()
+        self.__dict__.pop("outcome_", None)  # a refit without labels must not keep old ones
         if validated:
             valid, n_rejected = df, 0
         else:

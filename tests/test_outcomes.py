@@ -158,3 +158,12 @@ def test_label_column_must_exist(data):
     train, _ = data
     with pytest.raises(SchemaError, match="not_there"):
         detector.train(train, trees=10, labels="not_there")
+
+
+def test_refit_without_labels_drops_the_outcome_part(data):
+    train, _ = data
+    model = detector.DeclarationModel(n_estimators=20)
+    model.fit(train, labels="is_fraud")
+    assert model.rank_column == "risk_score"
+    model.fit(train)
+    assert model.rank_column == "anomaly_score"

@@ -346,19 +346,21 @@ def _write_parquet(df: pd.DataFrame, path: Path, schema=None) -> None:
         raise
 
 
-def _output_schema():
+def _output_schema(columns=OUTPUT_COLUMNS):
+    """Arrow schema of the output columns (a model trained with outcomes adds two)."""
     import pyarrow as pa
 
-    return pa.schema([("declaration_id", pa.large_string()), ("anomaly_score", pa.float64()),
-                      ("rank", pa.int64()), ("flagged", pa.bool_()),
-                      ("lane", pa.large_string()), ("random_selected", pa.bool_()),
-                      ("reasons", pa.list_(pa.string()))])
+    types = {"declaration_id": pa.large_string(), "anomaly_score": pa.float64(),
+             "fraud_probability": pa.float64(), "risk_score": pa.float64(),
+             "rank": pa.int64(), "flagged": pa.bool_(), "lane": pa.large_string(),
+             "random_selected": pa.bool_(), "reasons": pa.list_(pa.string())}
+    return pa.schema([(c, types[c]) for c in columns])
 
 
-def _spill_schema():
+def _spill_schema(columns=OUTPUT_COLUMNS):
     import pyarrow as pa
 
-    return pa.schema([f for f in _output_schema() if f.name != "rank"])
+    return pa.schema([f for f in _output_schema(columns) if f.name != "rank"])
 
 
 def _reject_schema():
@@ -380,21 +382,24 @@ def _score_partition(df: pd.DataFrame, model: DeclarationModel, context: pd.Seri
                        _reject_schema())
     if len(valid):
         scored = model.score_valid(valid, context)
-        spill = scored[[c for c in OUTPUT_COLUMNS if c != "rank"]].reset_index(drop=True)
-        _write_parquet(spill, w / f"spill.{i:05d}.parquet", _spill_schema())
-        scores = scored["anomaly_score"].to_numpy(dtype="float64")
+        cols = model.output_columns
+        spill = scored[[c for c in cols if c != "rank"]].reset_index(drop=True)
+        _write_parquet(spill, w / f"spill.{i:05d}.parquet", _spill_schema(cols))
+        # The score that ranks: risk_score for a model trained with outcomes.
+        scores = scored[model.rank_column].to_numpy(dtype="float64")
     else:
         scores = np.zeros(0)
     return pd.DataFrame({"anomaly_score": scores})
 
 
-def _finish_partition(i: int, work: str, out_dir: str, rank: np.ndarray) -> dict:
+def _finish_partition(i: int, work: str, out_dir: str, rank: np.ndarray,
+                      columns=OUTPUT_COLUMNS) -> dict:
     import pyarrow.parquet as pq
 
     df = pq.read_table(Path(work) / f"spill.{i:05d}.parquet").to_pandas()
     df["rank"] = rank
-    df = df[list(OUTPUT_COLUMNS)]
-    _write_parquet(df, Path(out_dir) / _part_name(i), _output_schema())
+    df = df[list(columns)]
+    _write_parquet(df, Path(out_dir) / _part_name(i), _output_schema(columns))
     return {"flagged": int(df["flagged"].sum()),
             "random_selected": int(df["random_selected"].sum()),
             "lanes": {str(k): int(v) for k, v in df["lane"].value_counts().items()}}
@@ -411,9 +416,10 @@ def _client(scheduler: str | None, processes: bool = True):
         with Client(scheduler) as client:
             yield client
         return
-    # tcp even for threads: LocalCluster's in-process transport ignores host.
+    # tcp even for threads: LocalCluster's in-process transport ignores host. The
+    # dashboard takes a free port (":0"), never 8787 that a user's cluster may hold.
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
-                      host="127.0.0.1", protocol="tcp://", dashboard_address=None
+                      host="127.0.0.1", protocol="tcp://", dashboard_address=":0"
                       ) as cluster, \
             Client(cluster) as client:
         yield client
@@ -537,14 +543,14 @@ def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, co
             todo = [i for i in range(len(pieces)) if counts[i]]
             stats = dask.compute(*[
                 dask.delayed(_finish_partition, pure=True)(
-                    i, str(work), str(tmp_out), rank[starts[i]:starts[i + 1]])
+                    i, str(work), str(tmp_out), rank[starts[i]:starts[i + 1]],
+                    tuple(model.output_columns))
                 for i in todo])
         n_scored = int(len(s))
         if n_scored == 0:
-            _write_parquet(pd.DataFrame({c: pd.Series([], dtype="float64" if c ==
-                                                      "anomaly_score" else "object")
-                                         for c in OUTPUT_COLUMNS}),
-                           tmp_out / _part_name(0), _output_schema())
+            cols = model.output_columns
+            _write_parquet(pd.DataFrame({c: pd.Series([], dtype="object") for c in cols}),
+                           tmp_out / _part_name(0), _output_schema(cols))
         # Rejects, streamed in partition (= row) order into one CSV, atomically.
         import pyarrow.parquet as pq
 

@@ -35,7 +35,7 @@ def _cluster(**kw):
     from distributed import LocalCluster
 
     return LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
-                        dashboard_address=None, **kw)
+                        dashboard_address=":0", **kw)
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +228,27 @@ def test_global_duplicates_first_occurrence_wins():
     dups = _global_duplicates(facts, np.array([0, 3]))
     assert dups[0][0].tolist() == [2] and dups[0][1].tolist() == [1]
     assert dups[1][0].tolist() == [0] and dups[1][1].tolist() == [2]
+
+
+def test_labelled_model_ranks_by_risk_like_local(tmp_path):
+    """A model trained with outcomes: same risk scores, ranks and columns as locally."""
+    from detector.distributed import score_dask
+    from detector.jobs import score_file
+
+    train = detector.generate(rows=6_000, seed=1, fraud_rate=0.03)
+    model = detector.train(train, trees=30, labels="is_fraud")
+    test = detector.generate(rows=3_000, seed=2, fraud_rate=0.03)
+    src = tmp_path / "in"
+    src.mkdir()
+    test.iloc[:1500].to_parquet(src / "a.parquet")
+    test.iloc[1500:].to_parquet(src / "b.parquet")
+    local_in = tmp_path / "all.parquet"
+    test.to_parquet(local_in)
+    score_file(model, local_in, tmp_path / "local.parquet")
+    score_dask(model, src, tmp_path / "dask", partition_rows=700, processes=False)
+    a = pd.read_parquet(tmp_path / "local.parquet").set_index("declaration_id")
+    b = pd.read_parquet(tmp_path / "dask").set_index("declaration_id").loc[a.index]
+    assert {"risk_score", "fraud_probability"} <= set(b.columns)
+    np.testing.assert_array_equal(a["risk_score"].to_numpy(), b["risk_score"].to_numpy())
+    np.testing.assert_array_equal(a["rank"].to_numpy(), b["rank"].to_numpy())
+    assert (a["lane"] == b["lane"]).all()

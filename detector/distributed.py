@@ -426,11 +426,11 @@ def _client(scheduler: str | None, processes: bool = True):
 
 
 def _prepare(input, columns, encoding, partition_rows):
-    from .jobs import _mapping
+    from .schema import load_column_mapping
 
     if not isinstance(partition_rows, int | np.integer) or partition_rows < 1:
         raise ValueError(f"partition_rows must be a positive integer, got {partition_rows!r}")
-    mapping = _mapping(columns)
+    mapping = load_column_mapping(columns)
     files = list_inputs(input)
     pieces = _pieces(files, mapping, encoding, int(partition_rows))
     return mapping, files, pieces

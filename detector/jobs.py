@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import pandas as pd
 from .errors import InputError, SchemaError
 from .io import AtomicWriter, iter_tables, read_table
 from .model import DeclarationModel, load_model
-from .schema import ColumnMapping, load_column_mapping
+from .schema import load_column_mapping
 from .validate import IdTracker, summarise_rejects, validate
 
 __all__ = ["generate_file", "train_file", "score_file", "evaluate_file", "explain_file",
@@ -29,14 +29,6 @@ __all__ = ["generate_file", "train_file", "score_file", "evaluate_file", "explai
 
 Progress = Callable[[int], None] | None
 _CHUNK_ROWS = 100_000
-
-
-def _mapping(columns) -> ColumnMapping:
-    if columns is None or isinstance(columns, ColumnMapping):
-        return columns or ColumnMapping()
-    if isinstance(columns, Mapping):
-        return ColumnMapping.from_obj(columns)
-    return load_column_mapping(columns)
 
 
 def rejects_path(output: str | os.PathLike) -> Path:
@@ -75,7 +67,7 @@ def train_file(input, output, *, columns=None, budget: float = 0.01, lanes=None,
     started = time.time()
     if Path(output).exists() and not force:
         raise InputError(f"OUTPUT {output} exists; pass --force to overwrite")
-    mapping = _mapping(columns)
+    mapping = load_column_mapping(columns)
     df = read_table(input, mapping, encoding=encoding)
     res = validate(df)
     if len(res.valid) < 2:
@@ -157,7 +149,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     started = time.time()
     if not isinstance(model, DeclarationModel):
         model = load_model(model)
-    mapping = _mapping(columns)
+    mapping = load_column_mapping(columns)
     out_path, rej_path = Path(output), rejects_path(output)
     # Both writers are made first: a bad output name, folder or an existing file stops
     # the command before any work. The output is committed before the rejects, so a run
@@ -316,7 +308,7 @@ def evaluate_file(model: DeclarationModel | str | os.PathLike, input, *, columns
 
     if not isinstance(model, DeclarationModel):
         model = load_model(model)
-    df = read_table(input, _mapping(columns), encoding=encoding)
+    df = read_table(input, load_column_mapping(columns), encoding=encoding)
     if "is_fraud" not in df.columns:
         raise SchemaError(f"INPUT {input} has no is_fraud column: evaluate needs labelled "
                           "declarations (is_fraud 0/1, optional fraud_scheme and revenue)")
@@ -355,5 +347,5 @@ def explain_file(model: DeclarationModel | str | os.PathLike, input, declaration
                  columns=None, encoding: str = "utf-8") -> dict:
     if not isinstance(model, DeclarationModel):
         model = load_model(model)
-    df = read_table(input, _mapping(columns), encoding=encoding)
+    df = read_table(input, load_column_mapping(columns), encoding=encoding)
     return model.explain(df, declaration_id)

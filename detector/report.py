@@ -581,7 +581,8 @@ def write_report(model_path: str | os.PathLike, scored_path: str | os.PathLike,
     summary dict (what the CLI prints).
     """
     from .io import atomic_write_text, read_table
-    from .jobs import _mapping, load_model, rejects_path
+    from .jobs import load_model, rejects_path
+    from .schema import load_column_mapping
 
     started = time.time()
     out = Path(output)
@@ -595,7 +596,7 @@ def write_report(model_path: str | os.PathLike, scored_path: str | os.PathLike,
     n_rejected = count_rejects(rej_file)
     inputs = None
     if labels is not None:
-        inputs = read_table(labels, _mapping(columns), encoding=encoding)
+        inputs = read_table(labels, load_column_mapping(columns), encoding=encoding)
     sources = {"model": os.fspath(model_path), "scored": os.fspath(scored_path)}
     if labels is not None:
         sources["input"] = os.fspath(labels)

@@ -188,10 +188,13 @@ class ColumnMapping:
         return (*self.extra_categorical, *self.extra_numeric)
 
 
-def load_column_mapping(path: str | Path | None) -> ColumnMapping:
-    """Read a mapping file: flat ``{"their": "ours"}`` or the structured form."""
-    if path is None:
-        return ColumnMapping()
+def load_column_mapping(path: str | Path | Mapping | ColumnMapping | None) -> ColumnMapping:
+    """A column mapping from a file path (JSON, flat ``{"their": "ours"}`` or the structured
+    form), a mapping object, a ColumnMapping, or None (no renames)."""
+    if path is None or isinstance(path, ColumnMapping):
+        return path or ColumnMapping()
+    if isinstance(path, Mapping):
+        return ColumnMapping.from_obj(path)
     p = Path(path)
     try:
         obj = json.loads(p.read_text(encoding="utf-8"))

@@ -291,8 +291,10 @@ def explain(model, input, declaration_id, as_json, columns, encoding):
         for r in ex["reasons"]:
             click.echo(f"  {r}")
         return
-    click.echo(f"{ex['declaration_id']}: anomaly score {ex['anomaly_score']:.4f} "
-               f"(threshold {ex['threshold']:.4f}), lane {ex['lane']}"
+    risk = (f", risk score {ex['risk_score']:.4f}, fraud probability "
+            f"{ex['fraud_probability']:.4f}" if "risk_score" in ex else "")
+    click.echo(f"{ex['declaration_id']}: anomaly score {ex['anomaly_score']:.4f}{risk} "
+               f"(threshold {ex['threshold']:.4f} on {ex['ranked_by']}), lane {ex['lane']}"
                f"{', FLAGGED' if ex['flagged'] else ''}")
     for r in ex["reasons"]:
         click.echo(f"  - {r}")

@@ -460,10 +460,22 @@ class DeclarationModel:
                          "spread": float(self.features_.spread_[j]),
                          "score_drop_if_typical": drop_by.get(name, 0.0)})
         rows.sort(key=lambda r: -r["score_drop_if_typical"])
-        return {"declaration_id": clean.get("declaration_id"), "status": "scored",
-                "anomaly_score": score, "flagged": bool(score >= self.threshold_),
-                "lane": str(self._lane(np.array([score]))[0]), "threshold": self.threshold_,
-                "reasons": reasons, "features": rows}
+        out = {"declaration_id": clean.get("declaration_id"), "status": "scored",
+               "anomaly_score": score}
+        ranking = score
+        if getattr(self, "outcome_", None) is not None:
+            # Lanes and flags follow risk_score for a model trained with outcomes; the
+            # feature table still explains the forest's part.
+            one = pd.DataFrame([clean])
+            o = self.outcome_.predict(one, X, np.array([score]))
+            out["fraud_probability"] = float(o["fraud_probability"][0])
+            out["risk_score"] = ranking = float(o["risk_score"][0])
+            merged = [reasons]
+            _merge_history(merged, self.outcome_.reasons(one))
+            reasons = merged[0]
+        return {**out, "flagged": bool(ranking >= self.threshold_),
+                "lane": str(self._lane(np.array([ranking]))[0]), "threshold": self.threshold_,
+                "ranked_by": self.rank_column, "reasons": reasons, "features": rows}
 
     # ---- persistence --------------------------------------------------------------------
     def to_state(self) -> dict:

@@ -167,3 +167,14 @@ def test_refit_without_labels_drops_the_outcome_part(data):
     assert model.rank_column == "risk_score"
     model.fit(train)
     assert model.rank_column == "anomaly_score"
+
+
+def test_explain_of_a_labelled_model_uses_risk_for_the_lane(labelled_model, data):
+    _, test = data
+    out = labelled_model.score(test)
+    i = int(out["rank"].idxmin())
+    ex = labelled_model.explain(test.iloc[i].to_dict())
+    assert ex["ranked_by"] == "risk_score"
+    assert ex["risk_score"] == out.loc[i, "risk_score"]
+    assert ex["lane"] == out.loc[i, "lane"] and ex["flagged"] == out.loc[i, "flagged"]
+    assert ex["reasons"] == out.loc[i, "reasons"]

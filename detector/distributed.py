@@ -616,13 +616,31 @@ def _sample_mask(global_pos: np.ndarray, seed: int, frac: float) -> np.ndarray:
 
 
 def _sample_partition(df: pd.DataFrame, offsets: np.ndarray, dups: dict, seed: int,
-                      frac: float, partition_info: dict | None = None) -> dict:
+                      frac: float, extras: tuple = ((), ()),
+                      partition_info: dict | None = None) -> dict:
     i = int(partition_info["number"]) if partition_info else 0
     df.index = pd.RangeIndex(int(offsets[i]), int(offsets[i]) + len(df))
     valid, rejects = _validate_global(df, dups.get(i))
     keep = _sample_mask(valid.index.to_numpy(np.int64), seed, frac)
+    vocabs = _features(extras).vocabularies(valid) if len(valid) else None
     return {"valid": valid.iloc[np.flatnonzero(keep)], "n_valid": len(valid),
-            "n_rejected": len(rejects), "rejects_head": rejects.head(1000)}
+            "n_rejected": len(rejects), "rejects_head": rejects.head(1000), "vocabs": vocabs}
+
+
+def _count_partition(df: pd.DataFrame, offsets: np.ndarray, dups: dict, vocabs: dict,
+                     extras: tuple, partition_info: dict | None = None) -> dict | None:
+    """The additive reference tables (counts) of one partition's valid rows."""
+    i = int(partition_info["number"]) if partition_info else 0
+    df.index = pd.RangeIndex(int(offsets[i]), int(offsets[i]) + len(df))
+    valid, _ = _validate_global(df, dups.get(i))
+    return _features(extras).partial_counts(valid, vocabs) if len(valid) else None
+
+
+def _features(extras: tuple):
+    from .features import DeclarationFeatures
+
+    return DeclarationFeatures(extra_categorical=tuple(extras[0]),
+                               extra_numeric=tuple(extras[1]))
 
 
 def train_dask(input, output, *, columns=None, budget: float = 0.01, lanes=None,
@@ -630,15 +648,17 @@ def train_dask(input, output, *, columns=None, budget: float = 0.01, lanes=None,
                scheduler: str | None = None, sample_rows: int = DEFAULT_SAMPLE_ROWS,
                partition_rows: int = DEFAULT_PARTITION_ROWS, encoding: str = "utf-8",
                force: bool = False, processes: bool = True) -> dict:
-    """Train on a dataset larger than memory: validate everything on Dask, fit on a sample.
+    """Train on a dataset larger than memory: statistics over the whole dataset on Dask,
+    the forest on a sample.
 
-    Exact over the whole dataset: row, valid and reject counts, duplicate ids (first
-    occurrence wins) and the validation itself. Sampled: a uniform sample of about
-    ``sample_rows`` valid rows (deterministic: a hash of the seed and the global row
-    position decides) is gathered on the driver and every reference table, the forest
-    and the budget/lane thresholds are fitted on it with :meth:`DeclarationModel.fit`.
-    When the dataset has at most ``sample_rows`` valid rows, nothing is sampled and the
-    model equals :func:`detector.jobs.train_file` on the concatenated input.
+    Over the whole dataset (Dask aggregations, exact): row, valid and reject counts,
+    duplicate ids (first occurrence wins), the validation itself, the vocabularies and
+    every additive reference table (category frequencies per HS level, routes, trader
+    histories, composition and description frequencies, the row count). On a uniform
+    sample of about ``sample_rows`` valid rows (deterministic: a hash of the seed and
+    the global row position decides): the medians/MADs (not additive), the forest and
+    the budget/lane thresholds. When the dataset has at most ``sample_rows`` valid rows
+    the model equals :func:`detector.jobs.train_file` on the concatenated input.
     """
     started = time.time()
     if Path(output).exists() and not force:
@@ -660,10 +680,25 @@ def train_dask(input, output, *, columns=None, budget: float = 0.01, lanes=None,
         key = uuid.uuid4().hex
         dups_d = dask.delayed(dups, name=f"detector-dups-{key}", traverse=False)
         parts = _ddf(pieces, cols).to_delayed()
+        extras = (tuple(mapping.extra_categorical), tuple(mapping.extra_numeric))
         results = dask.compute(*[
             dask.delayed(_sample_partition, pure=True)(
-                p, offsets, dups_d, int(seed), frac, partition_info={"number": i})
+                p, offsets, dups_d, int(seed), frac, extras, partition_info={"number": i})
             for i, p in enumerate(parts)])
+        # Whole-dataset reference counts: the vocabularies of every partition, merged on
+        # the driver, then every partition's counts on them, summed.
+        from .features import DeclarationFeatures
+
+        vocab_parts = [r["vocabs"] for r in results if r["vocabs"] is not None]
+        vocabs = DeclarationFeatures.merge_vocabularies(vocab_parts) if vocab_parts else None
+        counts = None
+        if vocabs is not None:
+            vocabs_d = dask.delayed(vocabs, name=f"detector-vocabs-{key}", traverse=False)
+            count_parts = dask.compute(*[
+                dask.delayed(_count_partition, pure=True)(
+                    p, offsets, dups_d, vocabs_d, extras, partition_info={"number": i})
+                for i, p in enumerate(_ddf(pieces, cols).to_delayed())])
+            counts = DeclarationFeatures.merge_counts([c for c in count_parts if c])
     n_valid = sum(r["n_valid"] for r in results)
     n_rejected = sum(r["n_rejected"] for r in results)
     if total != n_valid + n_rejected:
@@ -676,17 +711,23 @@ def train_dask(input, output, *, columns=None, budget: float = 0.01, lanes=None,
         raise SchemaError(f"INPUT {input}: {0 if valid is None else len(valid)} valid rows of "
                           f"{total}; training needs at least 2. {summarise_rejects(rej_head)}")
     model = DeclarationModel(n_estimators=trees, budget=budget, lanes=lanes,
-                             random_share=random_share, seed=seed)
-    model.fit(valid, validated=True)
+                             random_share=random_share, seed=seed,
+                             extra_categorical=tuple(mapping.extra_categorical),
+                             extra_numeric=tuple(mapping.extra_numeric))
     sampled = len(valid) < n_valid
+    whole = None if counts is None else {"vocabs": vocabs, "counts": counts,
+                                         "rows": int(n_valid)}
+    model.fit(valid, validated=True, _whole=whole)
     model.metadata_["training"]["rejected"] = int(n_rejected)
     model.metadata_["training"]["engine"] = "dask"
     model.metadata_["training"]["dataset_rows"] = total
     model.metadata_["training"]["dataset_valid_rows"] = int(n_valid)
     model.metadata_["training"]["sample"] = {
         "sampled": bool(sampled), "rows": int(len(valid)), "fraction": float(frac),
-        "seed": int(seed), "method": "hash(seed, global row) < fraction; references, forest "
-        "and thresholds fitted on the sample"}
+        "seed": int(seed), "method": "hash(seed, global row) < fraction; vocabularies and "
+        "count tables (category, route, trader, composition and description frequencies, "
+        "row count) aggregated over the whole dataset; medians/MADs, forest and thresholds "
+        "fitted on the sample"}
     model.metadata_["columns"] = mapping.to_obj()
     meta = model.save(output)
     return {"output": str(output), "rows": total, "trained_on": int(len(valid)),

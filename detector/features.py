@@ -127,6 +127,12 @@ _DERIVED_FROM["strongest_deviation"] = (_DERIVED_FROM["strongest_mass_deviation"
 _SHARES_IN_SUMMARY = ("composition_foreign", "rare_earth_excess", "description_foreign")
 _SHARE_TO_Z = 20.0
 _HISTORY_MIN_ROWS = 5
+# Tables that are sums over rows (counts): a dataset's parts, summed, give the whole's.
+_ADDITIVE = re.compile(r"^(cnt\|.*|comp\|[^|]+\|(decl|item)|desc\|[^|]+\|(has|tok))\|(key|n)$")
+
+
+def _additive(name: str) -> bool:
+    return _ADDITIVE.match(name) is not None
 # Agency numeric columns come in any unit (a tax rate of 0.05, a fee of 1,200): no
 # relative floor fits them all, only one against division by zero.
 _EXTRA_MIN_SCALE = 1e-6
@@ -370,11 +376,19 @@ class DeclarationFeatures:
         self.extra_numeric = extra_numeric
 
     # ---- public API --------------------------------------------------------------------
-    def fit(self, df: pd.DataFrame) -> DeclarationFeatures:
-        self._fit(df)
+    def fit(self, df: pd.DataFrame, *, whole: dict | None = None) -> DeclarationFeatures:
+        """Learn the reference tables from ``df``.
+
+        ``whole`` (from :meth:`vocabularies`, :meth:`partial_counts` and
+        :meth:`merge_counts` over a dataset too large for memory) replaces the
+        vocabularies, the count tables and the row count with those of the whole
+        dataset, ``df`` being a sample of it; medians and other non-additive references
+        then come from the sample.
+        """
+        self._fit(df, whole)
         return self
 
-    def fit_transform(self, df: pd.DataFrame) -> np.ndarray:
+    def fit_transform(self, df: pd.DataFrame, *, whole: dict | None = None) -> np.ndarray:
         """Fit, then transform the training rows with leave-one-out history counts.
 
         A training row always finds itself in the frequency tables; without removing
@@ -382,7 +396,7 @@ class DeclarationFeatures:
         trader at score time looks new, and the forest would learn a wrong picture of
         novelty.
         """
-        self._fit(df)
+        self._fit(df, whole)
         return self._X_train_
 
     def transform(self, df: pd.DataFrame, context=None) -> np.ndarray:
@@ -581,7 +595,73 @@ class DeclarationFeatures:
         return r[lvl]
 
     # ---- fit -------------------------------------------------------------------------------
-    def _fit(self, df: pd.DataFrame) -> None:
+    # ---- whole-dataset statistics, part by part ----------------------------------------
+    def vocabularies(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The sorted distinct values (codes, countries, traders, components, words) of a
+        part of a dataset; the union over parts gives the whole dataset's."""
+        v: dict[str, np.ndarray] = {}
+        _, hs_uniq = _factorize(df["hs_code"].to_numpy())
+        hs_uniq = np.asarray([u.replace(".", "").replace(" ", "") for u in hs_uniq.tolist()],
+                             dtype=str)
+        v["vocab_hs"] = np.sort(np.unique(hs_uniq))
+        for lvl, n in _LEVEL_LEN.items():
+            v[f"vocab_{lvl}"] = np.sort(np.unique([h[:n] for h in hs_uniq.tolist()])).astype(str)
+        for c in _CATS:
+            col = df[c].to_numpy() if c in df.columns else np.full(len(df), None, dtype=object)
+            if c in ("transport_mode", "unit"):
+                col = pd.Series(col, dtype="str").str.lower().to_numpy(dtype=object,
+                                                                        na_value=None)
+            v[f"vocab_{c}"] = _vocab(col)
+        for c in self.extra_categorical:
+            v[f"vocab_x:{c}"] = _vocab(df[c])
+        comp = df["composition"] if "composition" in df.columns else pd.Series([], dtype=object)
+        _, items = _explode(_factorize(comp)[1], _parse_composition)
+        v["vocab_comp"] = np.sort(np.unique(np.asarray([n for n, _ in items], dtype=str)))
+        desc = df["description"] if "description" in df.columns else pd.Series([], dtype=object)
+        _, toks = _explode(_factorize(desc)[1], _tokens)
+        v["vocab_tok"] = np.sort(np.unique(np.asarray(toks, dtype=str)))
+        return v
+
+    @staticmethod
+    def merge_vocabularies(parts: list[dict]) -> dict[str, np.ndarray]:
+        return {k: np.sort(np.unique(np.concatenate([p[k] for p in parts]))).astype(str)
+                for k in parts[0]}
+
+    def partial_counts(self, df: pd.DataFrame, vocabs: dict) -> dict[str, np.ndarray]:
+        """The additive tables (counts) of a part of a dataset on the whole dataset's
+        vocabularies: summed over parts (:meth:`merge_counts`) they equal the tables of
+        the whole dataset."""
+        t = self._build_tables(df, vocabs)[0]
+        return {k: v for k, v in t.items() if _additive(k)}
+
+    @staticmethod
+    def merge_counts(parts: list[dict]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for k in parts[0]:
+            if not k.endswith("|key"):
+                continue
+            base = k[: -len("|key")]
+            keys = np.concatenate([p[k] for p in parts]).astype(np.int64)
+            n = np.concatenate([p[base + "|n"] for p in parts]).astype(np.int64)
+            uniq, inv = np.unique(keys, return_inverse=True)
+            out[k] = uniq.astype(np.int64)
+            out[base + "|n"] = np.bincount(inv, n, minlength=len(uniq)).astype(np.int64)
+        return out
+
+    def _fit(self, df: pd.DataFrame, whole: dict | None = None) -> None:
+        t, r = self._build_tables(df, None if whole is None else whole["vocabs"])
+        if whole is not None:
+            t.update(whole["counts"])
+        self.n_rows_ = len(df) if whole is None else int(whole["rows"])
+        X, _ = self._transform(r, self.burst_context(df), loo=True)
+        # A feature's neutral value (used for missing inputs and counterfactual reasons) is
+        # its training median: what a typical declaration shows.
+        self.neutral_ = np.median(X, axis=0)
+        q = np.percentile(X, [25, 75], axis=0)
+        self.spread_ = np.maximum(q[1] - q[0], 1e-6)
+        self._X_train_ = X
+
+    def _build_tables(self, df: pd.DataFrame, vocabs: dict | None):
         if not isinstance(self.min_rows, (int, np.integer)) or self.min_rows < 1:
             raise ValueError(f"min_rows must be a positive integer, got {self.min_rows!r}")
         if not 0.0 <= self.foreign_share < 1.0:
@@ -614,20 +694,7 @@ class DeclarationFeatures:
         # tables they were built from: a refit starts from none of them.
         for stale in ("_index_cache", "_memo", "neutral_", "spread_", "_X_train_"):
             self.__dict__.pop(stale, None)
-        _, hs_uniq = _factorize(df["hs_code"].to_numpy())
-        hs_uniq = np.asarray([u.replace(".", "").replace(" ", "") for u in hs_uniq.tolist()],
-                             dtype=str)
-        t["vocab_hs"] = np.sort(np.unique(hs_uniq))
-        for lvl, n in _LEVEL_LEN.items():
-            t[f"vocab_{lvl}"] = np.sort(np.unique([h[:n] for h in hs_uniq.tolist()])).astype(str)
-        for c in _CATS:
-            col = df[c].to_numpy() if c in df.columns else np.full(len(df), None, dtype=object)
-            if c in ("transport_mode", "unit"):
-                col = pd.Series(col, dtype="str").str.lower().to_numpy(dtype=object,
-                                                                        na_value=None)
-            t[f"vocab_{c}"] = _vocab(col)
-        for c in self.extra_categorical:
-            t[f"vocab_x:{c}"] = _vocab(df[c])
+        t.update(self.vocabularies(df) if vocabs is None else vocabs)
         r = self._rows(df)
         for name in _RATIOS:
             self._fit_reference(name, self._ratio(name, r), r, _MIN_LOG_SCALE)
@@ -655,14 +722,7 @@ class DeclarationFeatures:
         self._fit_description(r, t)
         self._fit_bursts(r, t)
         self._fit_price_history(r, t)
-        self.n_rows_ = len(df)
-        X, _ = self._transform(r, self.burst_context(df), loo=True)
-        # A feature's neutral value (used for missing inputs and counterfactual reasons) is
-        # its training median: what a typical declaration shows.
-        self.neutral_ = np.median(X, axis=0)
-        q = np.percentile(X, [25, 75], axis=0)
-        self.spread_ = np.maximum(q[1] - q[0], 1e-6)
-        self._X_train_ = X
+        return t, r
 
     def _fit_reference(self, name: str, x: np.ndarray, r, floor: float) -> None:
         """Median and robust scale of x per key at every HS level, and over all goods."""
@@ -680,7 +740,6 @@ class DeclarationFeatures:
         comp_codes, comp_uniq = _factorize(r["composition"])
         owner, items = _explode(comp_uniq, _parse_composition)
         names = np.asarray([n for n, _ in items], dtype=str)
-        t["vocab_comp"] = np.sort(np.unique(names)) if len(names) else np.array([], dtype=str)
         declares = comp_codes >= 0
         n_comp = len(t["vocab_comp"])
         for lvl in LEVELS:
@@ -739,8 +798,6 @@ class DeclarationFeatures:
     def _fit_description(self, r, t) -> None:
         d_codes, d_uniq = _factorize(r["description"])
         owner, toks = _explode(d_uniq, _tokens)
-        t["vocab_tok"] = np.sort(np.unique(np.asarray(toks, dtype=str))) if toks else \
-            np.array([], dtype=str)
         has = d_codes >= 0
         tok_code = _encode(t["vocab_tok"], np.asarray(toks, dtype=str)) if toks else \
             np.array([], np.int64)

@@ -143,14 +143,15 @@ class DeclarationModel:
             raise ValueError(f"n_estimators must be >= 1, got {self.n_estimators!r}")
 
     def fit(self, df: pd.DataFrame, *, validated: bool = False, labels: str | None = None,
-            revenue: str | None = None) -> DeclarationModel:
+            revenue: str | None = None, _whole: dict | None = None) -> DeclarationModel:
         """Validate, learn references, fit the forest and set the budget thresholds.
 
         With ``labels`` (the name of a 0/1 outcome column, e.g. "is_fraud") the model also
         learns from inspection outcomes: risk profiles, a boosted ranker and a stack with
         the forest (:mod:`detector.supervised`), trained on the rows that have an outcome
         (inspected declarations); flags, lanes and rank then follow ``risk_score``.
-        Without labels nothing changes: an unsupervised detector.
+        Without labels nothing changes: an unsupervised detector. (``_whole``: the
+        whole-dataset statistics when ``df`` is a sample, see :mod:`detector.distributed`.)
         """
         from sklearn.ensemble import IsolationForest  # training only: scoring never needs it
 
@@ -169,7 +170,7 @@ class DeclarationModel:
         features = DeclarationFeatures(min_rows=self.min_rows,
                                        extra_categorical=tuple(self.extra_categorical),
                                        extra_numeric=tuple(self.extra_numeric))
-        X = features.fit_transform(valid)
+        X = features.fit_transform(valid, whole=_whole)
         iso = IsolationForest(n_estimators=int(self.n_estimators), max_samples=self.max_samples,
                               random_state=int(self.seed))
         iso.fit(X)

@@ -209,6 +209,15 @@ def test_train_dask_equals_local_when_it_fits(cluster, data, model, tmp_path):
     assert m1.metadata_["training"]["sha256"] == m2.metadata_["training"]["sha256"]
     assert (m1.score(df)["anomaly_score"].to_numpy() == m2.score(df)["anomaly_score"].to_numpy()
             ).all()
+    # Sampled, but the count tables and vocabularies are the whole dataset's: the same as
+    # those of the model trained locally on everything.
+    from detector.features import _additive
+
+    whole = {k: v for k, v in a.features_.tables_.items()
+             if _additive(k) or k.startswith("vocab_")}
+    assert whole and m1.features_.n_rows_ == a.features_.n_rows_
+    for k, v in whole.items():
+        np.testing.assert_array_equal(m1.features_.tables_[k], v, err_msg=k)
 
 
 def test_core_does_not_import_dask():

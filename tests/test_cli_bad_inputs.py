@@ -563,6 +563,21 @@ def _sigkill(proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
+def _kill_when(condition, cmd: list[str], out: Path) -> None:
+    """Run a real scoring process, SIGKILL it once ``condition()`` holds, and check that
+    neither the output nor its rejects file exists afterwards."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    try:
+        _wait_for(condition, proc)
+        _sigkill(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not out.exists()
+    assert not out.with_name("scored.rejects.csv").exists()
+
+
 def test_sigkill_while_scoring_leaves_no_output(tmp_path: Path, model_path: Path,
                                                 train_df: pd.DataFrame) -> None:
     src = _big_csv(tmp_path, train_df, 80_000)
@@ -574,19 +589,8 @@ def test_sigkill_while_scoring_leaves_no_output(tmp_path: Path, model_path: Path
         return any(f.stat().st_size > 0 for d in work.glob(".detector-*")
                    for f in d.glob("*"))
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "detector.cli", "score", str(model_path), str(src), "-o",
-         str(out), "--chunk-rows", "20000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
-    try:
-        _wait_for(spilling, proc)
-        _sigkill(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert not out.exists()
-    assert not (work / "scored.rejects.csv").exists()
+    _kill_when(spilling, [sys.executable, "-m", "detector.cli", "score", str(model_path),
+                          str(src), "-o", str(out), "--chunk-rows", "20000"], out)
     assert no_visible_files(work) == []  # only hidden temp files/folders may remain
     assert any(p.name.startswith(".") for p in work.iterdir())
 
@@ -620,19 +624,8 @@ def test_sigkill_while_writing_the_output_leaves_no_rejects(tmp_path: Path, mode
     def writing_output() -> bool:
         return any(p.stat().st_size > 0 for p in work.glob(".scored.csv.tmp-*"))
 
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _SLOW_OUTPUT, "score", str(model_path), str(src), "-o",
-         str(out), "--chunk-rows", "500"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
-    try:
-        _wait_for(writing_output, proc)
-        _sigkill(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert not out.exists()
-    assert not (work / "scored.rejects.csv").exists()
+    _kill_when(writing_output, [sys.executable, "-c", _SLOW_OUTPUT, "score", str(model_path),
+                                str(src), "-o", str(out), "--chunk-rows", "500"], out)
 
 
 # --------------------------------------------------------------------------- model files

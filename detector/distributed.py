@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import io as _io
+import logging
 import os
 import secrets
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -412,17 +414,34 @@ def _finish_partition(i: int, work: str, out_dir: str, rank: np.ndarray,
 def _client(scheduler: str | None, processes: bool = True):
     from distributed import Client, LocalCluster
 
-    if scheduler:
-        with Client(scheduler) as client:
+    with warnings.catch_warnings(), _quiet("distributed.shuffle._scheduler_plugin"):
+        # The model is one task of the graph on purpose (a task, unlike scattered data,
+        # is recomputed when the worker holding it dies), so the graph is as large as the
+        # model: Dask's advice to scatter it does not apply. The p2p shuffle of training
+        # logs every start and end at WARNING: routine, not a problem to show users.
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+        if scheduler:
+            with Client(scheduler) as client:
+                yield client
+            return
+        # tcp even for threads: LocalCluster's in-process transport ignores host. The
+        # dashboard takes a free port (":0"), never 8787 that a user's cluster may hold.
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
+                          host="127.0.0.1", protocol="tcp://", dashboard_address=":0"
+                          ) as cluster, \
+                Client(cluster) as client:
             yield client
-        return
-    # tcp even for threads: LocalCluster's in-process transport ignores host. The
-    # dashboard takes a free port (":0"), never 8787 that a user's cluster may hold.
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
-                      host="127.0.0.1", protocol="tcp://", dashboard_address=":0"
-                      ) as cluster, \
-            Client(cluster) as client:
-        yield client
+
+
+@contextlib.contextmanager
+def _quiet(logger: str):
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _prepare(input, columns, encoding, partition_rows):
@@ -627,13 +646,25 @@ def _sample_partition(df: pd.DataFrame, offsets: np.ndarray, dups: dict, seed: i
             "n_rejected": len(rejects), "rejects_head": rejects.head(1000), "vocabs": vocabs}
 
 
-def _count_partition(df: pd.DataFrame, offsets: np.ndarray, dups: dict, vocabs: dict,
-                     extras: tuple, partition_info: dict | None = None) -> dict | None:
-    """The additive reference tables (counts) of one partition's valid rows."""
+def _tables_partition(df: pd.DataFrame, offsets: np.ndarray, dups: dict, vocabs: dict,
+                      extras: tuple, partition_info: dict | None = None):
+    """One partition's share of the reference tables: the counts of its valid rows and
+    their grouped values (inputs of the medians, MADs and means)."""
     i = int(partition_info["number"]) if partition_info else 0
     df.index = pd.RangeIndex(int(offsets[i]), int(offsets[i]) + len(df))
     valid, _ = _validate_global(df, dups.get(i))
-    return _features(extras).partial_counts(valid, vocabs) if len(valid) else None
+    if not len(valid):
+        return None, _values_meta()
+    return _features(extras).partial_tables(valid, vocabs)
+
+
+def _values_meta() -> pd.DataFrame:
+    return pd.DataFrame({"group": np.array([], np.int32), "key": np.array([], np.int64),
+                         "value": np.array([], np.float64)})
+
+
+def _value_stats(values: pd.DataFrame, extras: tuple) -> dict:
+    return _features(extras).value_stats(values)
 
 
 def _features(extras: tuple):
@@ -651,14 +682,24 @@ def train_dask(input, output, *, columns=None, budget: float = 0.01, lanes=None,
     """Train on a dataset larger than memory: statistics over the whole dataset on Dask,
     the forest on a sample.
 
-    Over the whole dataset (Dask aggregations, exact): row, valid and reject counts,
-    duplicate ids (first occurrence wins), the validation itself, the vocabularies and
-    every additive reference table (category frequencies per HS level, routes, trader
-    histories, composition and description frequencies, the row count). On a uniform
-    sample of about ``sample_rows`` valid rows (deterministic: a hash of the seed and
-    the global row position decides): the medians/MADs (not additive), the forest and
-    the budget/lane thresholds. When the dataset has at most ``sample_rows`` valid rows
-    the model equals :func:`detector.jobs.train_file` on the concatenated input.
+    Over the whole dataset (Dask, exact): row, valid and reject counts, duplicate ids
+    (first occurrence wins), the validation itself, and every reference table: the
+    vocabularies, the additive tables (category frequencies per HS level, routes, trader
+    histories, composition and description frequencies, daily parcel counts, the row
+    count) summed over partitions, and the non-additive ones (medians and MADs per
+    commodity key and HS level, the exporters' price levels and pooled price scale, mean
+    rare-earth shares, usual daily parcel counts) computed after a shuffle by (group,
+    key), where each group's values are all in one partition. These tables equal those
+    of a local fit on all valid rows (means up to the order of a float sum, which is
+    fixed: values are summed sorted). On a uniform sample of about ``sample_rows`` valid
+    rows (deterministic: a hash of the seed and the global row position decides): the
+    forest, the features' typical values and the budget/lane thresholds. When the
+    dataset has at most ``sample_rows`` valid rows the model equals
+    :func:`detector.jobs.train_file` on the concatenated input.
+
+    The data is read three times: the facts pass (ids and lengths), validation with the
+    sample and the vocabularies, and the reference tables; memory on the driver is 16
+    bytes a row for the duplicate check plus the sample.
     """
     started = time.time()
     if Path(output).exists() and not force:
@@ -685,20 +726,31 @@ def train_dask(input, output, *, columns=None, budget: float = 0.01, lanes=None,
             dask.delayed(_sample_partition, pure=True)(
                 p, offsets, dups_d, int(seed), frac, extras, partition_info={"number": i})
             for i, p in enumerate(parts)])
-        # Whole-dataset reference counts: the vocabularies of every partition, merged on
-        # the driver, then every partition's counts on them, summed.
+        # Whole-dataset reference tables: the vocabularies of every partition, merged on
+        # the driver; then, in one more read, every partition's counts on them (summed)
+        # and its grouped values, shuffled by (group, key) so that each group's medians,
+        # MADs and means are computed where all of its values are.
         from .features import DeclarationFeatures
 
         vocab_parts = [r["vocabs"] for r in results if r["vocabs"] is not None]
         vocabs = DeclarationFeatures.merge_vocabularies(vocab_parts) if vocab_parts else None
-        counts = None
+        counts = stats = None
         if vocabs is not None:
+            import dask.dataframe as dd
+
             vocabs_d = dask.delayed(vocabs, name=f"detector-vocabs-{key}", traverse=False)
-            count_parts = dask.compute(*[
-                dask.delayed(_count_partition, pure=True)(
-                    p, offsets, dups_d, vocabs_d, extras, partition_info={"number": i})
-                for i, p in enumerate(_ddf(pieces, cols).to_delayed())])
+            tables = [dask.delayed(_tables_partition, pure=True, nout=2)(
+                p, offsets, dups_d, vocabs_d, extras, partition_info={"number": i})
+                for i, p in enumerate(_ddf(pieces, cols).to_delayed())]
+            values = dd.from_delayed([v for _, v in tables], meta=_values_meta(),
+                                     verify_meta=False)
+            shuffled = values.shuffle(on=["group", "key"], npartitions=len(tables))
+            count_parts, stat_parts = dask.compute(
+                [c for c, _ in tables],
+                [dask.delayed(_value_stats, pure=True)(p, extras)
+                 for p in shuffled.to_delayed()])
             counts = DeclarationFeatures.merge_counts([c for c in count_parts if c])
+            stats = DeclarationFeatures.merge_value_stats([s for s in stat_parts if s])
     n_valid = sum(r["n_valid"] for r in results)
     n_rejected = sum(r["n_rejected"] for r in results)
     if total != n_valid + n_rejected:
@@ -715,7 +767,7 @@ def train_dask(input, output, *, columns=None, budget: float = 0.01, lanes=None,
                              extra_categorical=tuple(mapping.extra_categorical),
                              extra_numeric=tuple(mapping.extra_numeric))
     sampled = len(valid) < n_valid
-    whole = None if counts is None else {"vocabs": vocabs, "counts": counts,
+    whole = None if counts is None else {"vocabs": vocabs, "counts": counts, "stats": stats,
                                          "rows": int(n_valid)}
     model.fit(valid, validated=True, _whole=whole)
     model.metadata_["training"]["rejected"] = int(n_rejected)
@@ -724,10 +776,9 @@ def train_dask(input, output, *, columns=None, budget: float = 0.01, lanes=None,
     model.metadata_["training"]["dataset_valid_rows"] = int(n_valid)
     model.metadata_["training"]["sample"] = {
         "sampled": bool(sampled), "rows": int(len(valid)), "fraction": float(frac),
-        "seed": int(seed), "method": "hash(seed, global row) < fraction; vocabularies and "
-        "count tables (category, route, trader, composition and description frequencies, "
-        "row count) aggregated over the whole dataset; medians/MADs, forest and thresholds "
-        "fitted on the sample"}
+        "seed": int(seed), "method": "hash(seed, global row) < fraction; every reference "
+        "table (vocabularies, counts, medians/MADs, price levels, means) computed over the "
+        "whole dataset; forest, typical feature values and thresholds fitted on the sample"}
     model.metadata_["columns"] = mapping.to_obj()
     meta = model.save(output)
     return {"output": str(output), "rows": total, "trained_on": int(len(valid)),

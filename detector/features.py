@@ -128,7 +128,12 @@ _SHARES_IN_SUMMARY = ("composition_foreign", "rare_earth_excess", "description_f
 _SHARE_TO_Z = 20.0
 _HISTORY_MIN_ROWS = 5
 # Tables that are sums over rows (counts): a dataset's parts, summed, give the whole's.
-_ADDITIVE = re.compile(r"^(cnt\|.*|comp\|[^|]+\|(decl|item)|desc\|[^|]+\|(has|tok))\|(key|n)$")
+_ADDITIVE = re.compile(
+    r"^(cnt\|.*|comp\|[^|]+\|(decl|item)|desc\|[^|]+\|(has|tok)|burst\|day)\|(key|n)$")
+# The fields of a keyed group table, aligned with its keys.
+_GROUP_FIELDS = ("key", "n", "med", "scale", "mean")
+# (sender, day) pairs: days since 1970 stay below this up to the year 9999.
+_DAY_SPAN = 1 << 22
 
 
 def _additive(name: str) -> bool:
@@ -255,6 +260,39 @@ def _robust_stats(keys: np.ndarray, x: np.ndarray, floor: float = _MIN_LOG_SCALE
             scale)
 
 
+def _sorted_means(keys: np.ndarray, x: np.ndarray):
+    """Per key: row count and mean, summed in value order so that the result depends on
+    the multiset of values only, not on the order rows came in (partitions, shuffles)."""
+    if len(x) == 0:
+        e = np.array([], dtype=np.int64)
+        return e, e, np.array([])
+    order = np.lexsort((x, keys))
+    k, v = keys[order], x[order]
+    uniq, start, n = np.unique(k, return_index=True, return_counts=True)
+    return uniq.astype(np.int64), n.astype(np.int64), np.add.reduceat(v, start) / n
+
+
+def _group_stats(spec, keys: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The tables of one non-additive group (see DeclarationFeatures._value_groups) from
+    its rows' keys and finite values."""
+    name, kind, floor = spec[0], spec[1], spec[2]
+    if kind == "all":
+        med = float(np.median(x)) if len(x) else 0.0
+        mad = float(np.median(np.abs(x - med))) if len(x) else 0.0
+        return {name: np.array([len(x), med, max(mad * _MAD_TO_SD, floor)])}
+    if kind == "mean":
+        k, n, mean = _sorted_means(keys, x)
+        return {f"{name}|key": k, f"{name}|n": n, f"{name}|mean": mean}
+    k, n, med, scale = _robust_stats(keys, x, floor=floor)
+    if kind == "robust":
+        return {f"{name}|key": k, f"{name}|n": n, f"{name}|med": med, f"{name}|scale": scale}
+    # "hist": the deviations of rows whose key has enough history feed one pooled scale.
+    pos = np.searchsorted(k, keys)
+    enough = n[pos] >= _HISTORY_MIN_ROWS if len(k) else np.zeros(0, bool)
+    return {f"{name}|key": k, f"{name}|n": n, f"{name}|med": med,
+            f"{name}|dev": np.abs(x - med[pos])[enough] if len(k) else np.array([])}
+
+
 def _log_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     # Valid but extreme values (5e-324 kg) overflow the ratio: that is a missing ratio.
     with np.errstate(all="ignore"):
@@ -379,11 +417,11 @@ class DeclarationFeatures:
     def fit(self, df: pd.DataFrame, *, whole: dict | None = None) -> DeclarationFeatures:
         """Learn the reference tables from ``df``.
 
-        ``whole`` (from :meth:`vocabularies`, :meth:`partial_counts` and
-        :meth:`merge_counts` over a dataset too large for memory) replaces the
-        vocabularies, the count tables and the row count with those of the whole
-        dataset, ``df`` being a sample of it; medians and other non-additive references
-        then come from the sample.
+        ``whole`` (``{"vocabs", "counts", "stats", "rows"}`` from :meth:`vocabularies`,
+        :meth:`partial_tables`, :meth:`merge_counts`, :meth:`value_stats` and
+        :meth:`merge_value_stats` over a dataset too large for memory) gives every
+        reference table and the row count of the whole dataset, ``df`` being a sample
+        of it: only the typical feature values then come from the sample.
         """
         self._fit(df, whole)
         return self
@@ -627,12 +665,54 @@ class DeclarationFeatures:
         return {k: np.sort(np.unique(np.concatenate([p[k] for p in parts]))).astype(str)
                 for k in parts[0]}
 
-    def partial_counts(self, df: pd.DataFrame, vocabs: dict) -> dict[str, np.ndarray]:
-        """The additive tables (counts) of a part of a dataset on the whole dataset's
-        vocabularies: summed over parts (:meth:`merge_counts`) they equal the tables of
-        the whole dataset."""
-        t = self._build_tables(df, vocabs)[0]
-        return {k: v for k, v in t.items() if _additive(k)}
+    def partial_tables(self, df: pd.DataFrame, vocabs: dict) -> tuple[dict, pd.DataFrame]:
+        """A part of a dataset's share of the reference tables, on the whole dataset's
+        vocabularies.
+
+        Returns its additive tables (counts: summed over parts by :meth:`merge_counts`
+        they equal the whole dataset's) and its grouped values, one row per (group, key,
+        value): the inputs of the medians, MADs and means. Shuffled by group and key so
+        that every (group, key) lies whole in one partition, :meth:`value_stats` of each
+        partition merged by :meth:`merge_value_stats` gives those statistics for the whole
+        dataset exactly, as a local fit on all rows would.
+        """
+        t, r = self._build_tables(df, vocabs)
+        counts = {k: v for k, v in t.items() if _additive(k)}
+        parts = list(self._grouped_values(r))
+        values = pd.DataFrame({
+            "group": np.concatenate([np.full(len(k), i, np.int32)
+                                     for i, (_, k, _) in enumerate(parts)]),
+            "key": np.concatenate([k for _, k, _ in parts]).astype(np.int64),
+            "value": np.concatenate([x for _, _, x in parts]).astype(np.float64)})
+        return counts, values
+
+    def value_stats(self, values: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The statistics of the groups in ``values`` (rows of :meth:`partial_tables`;
+        each (group, key) must be whole here)."""
+        specs = self._value_groups()
+        out: dict[str, np.ndarray] = {}
+        g = values["group"].to_numpy()
+        k, x = values["key"].to_numpy(np.int64), values["value"].to_numpy(np.float64)
+        for i in np.unique(g).tolist():
+            m = g == i
+            out.update(_group_stats(specs[i], k[m], x[m]))
+        return out
+
+    @staticmethod
+    def merge_value_stats(parts: list[dict]) -> dict[str, np.ndarray]:
+        """Join the statistics of partitions holding disjoint (group, key) sets: keyed
+        tables are concatenated and put in key order, as a local fit leaves them."""
+        out: dict[str, np.ndarray] = {}
+        for name in sorted(set().union(*parts)):
+            arrs = [p[name] for p in parts if name in p]
+            out[name] = np.concatenate(arrs) if len(arrs) > 1 else arrs[0]
+        for name in [n for n in out if n.endswith("|key")]:
+            base = name[: -len("|key")]
+            order = np.argsort(out[name], kind="stable")
+            for field in _GROUP_FIELDS:
+                if f"{base}|{field}" in out:
+                    out[f"{base}|{field}"] = out[f"{base}|{field}"][order]
+        return out
 
     @staticmethod
     def merge_counts(parts: list[dict]) -> dict[str, np.ndarray]:
@@ -650,9 +730,16 @@ class DeclarationFeatures:
 
     def _fit(self, df: pd.DataFrame, whole: dict | None = None) -> None:
         t, r = self._build_tables(df, None if whole is None else whole["vocabs"])
-        if whole is not None:
+        if whole is None:
+            for spec, keys, x in self._grouped_values(r):
+                t.update(_group_stats(spec, keys, x))
+            n_rows = len(df)
+        else:
             t.update(whole["counts"])
-        self.n_rows_ = len(df) if whole is None else int(whole["rows"])
+            t.update(whole["stats"])
+            n_rows = int(whole["rows"])
+        self._finish_tables(t, n_rows)
+        self.n_rows_ = n_rows
         X, _ = self._transform(r, self.burst_context(df), loo=True)
         # A feature's neutral value (used for missing inputs and counterfactual reasons) is
         # its training median: what a typical declaration shows.
@@ -696,11 +783,7 @@ class DeclarationFeatures:
             self.__dict__.pop(stale, None)
         t.update(self.vocabularies(df) if vocabs is None else vocabs)
         r = self._rows(df)
-        for name in _RATIOS:
-            self._fit_reference(name, self._ratio(name, r), r, _MIN_LOG_SCALE)
         extra_cats = tuple(f"x:{c}" for c in self.extra_categorical)
-        for c in self.extra_numeric:
-            self._fit_reference(f"xz:{c}", r[f"n:{c}"], r, _EXTRA_MIN_SCALE)
         for lvl in LEVELS:
             t[f"cnt|{lvl}|key"], t[f"cnt|{lvl}|n"] = _count_table(r[lvl])
             for cat in ("origin_country", "transport_mode", "package_type", "unit", *extra_cats):
@@ -721,20 +804,71 @@ class DeclarationFeatures:
         self._fit_composition(r, t)
         self._fit_description(r, t)
         self._fit_bursts(r, t)
-        self._fit_price_history(r, t)
         return t, r
 
-    def _fit_reference(self, name: str, x: np.ndarray, r, floor: float) -> None:
-        """Median and robust scale of x per key at every HS level, and over all goods."""
-        t = self.tables_
-        for lvl in LEVELS:
-            k, cnt, med, sc = _robust_stats(self._key(name, r, lvl), x, floor=floor)
-            t[f"{name}|{lvl}|key"], t[f"{name}|{lvl}|n"] = k, cnt
-            t[f"{name}|{lvl}|med"], t[f"{name}|{lvl}|scale"] = med, sc
-        ok = np.isfinite(x)
-        med = float(np.median(x[ok])) if ok.any() else 0.0
-        mad = float(np.median(np.abs(x[ok] - med))) if ok.any() else 0.0
-        t[f"{name}|all"] = np.array([ok.sum(), med, max(mad * _MAD_TO_SD, floor)])
+    # ---- non-additive references: statistics of grouped values ----------------------------
+    def _value_groups(self) -> list[tuple[str, str, float, str, str | None]]:
+        """Every non-additive reference as (table, kind, scale floor, values, grouping),
+        in a fixed order: a group's position is its id in :meth:`partial_tables`.
+
+        Each is a function of every key's multiset of values alone (a median, a MAD, a
+        mean over sorted values), which is what lets a shuffled dataset give it exactly.
+        """
+        g: list[tuple[str, str, float, str, str | None]] = []
+        refs = [*((n, _MIN_LOG_SCALE) for n in _RATIOS),
+                *((f"xz:{c}", _EXTRA_MIN_SCALE) for c in self.extra_numeric)]
+        for name, floor in refs:
+            g += [(f"{name}|{lvl}", "robust", floor, name, lvl) for lvl in LEVELS]
+            g.append((f"{name}|all", "all", floor, name, None))
+        # The exporters' own price levels per full code.
+        g.append(("hist", "hist", _MIN_LOG_SCALE, "value_per_kg", "exporter_hs"))
+        g += [(f"comp|{lvl}|re", "mean", 0.0, "re_share", lvl) for lvl in LEVELS]
+        g.append(("comp|all|re", "mean", 0.0, "re_share", None))
+        return g
+
+    def _grouped_values(self, r):
+        """(group, keys, values) of every group over the rows ``r``: rows without a key or
+        a finite value left out."""
+        values: dict[str, np.ndarray] = {}
+        for spec in self._value_groups():
+            _, _, _, source, level = spec
+            if source not in values:
+                values[source] = (r["re_share"] if source == "re_share"
+                                  else r[f"n:{source[3:]}"] if source.startswith("xz:")
+                                  else self._ratio(source, r))
+            x = values[source]
+            if level is None:
+                keys = np.zeros(len(x), np.int64)
+            elif level == "exporter_hs":
+                keys = _pair(r["exporter_id"], r["hs"], len(self.tables_["vocab_hs"]))
+            elif source == "re_share":
+                keys = r[level]
+            else:
+                keys = self._key(source, r, level)
+            ok = (keys >= 0) & np.isfinite(x)
+            yield spec, keys[ok], x[ok]
+
+    def _finish_tables(self, t: dict, n_rows: int) -> None:
+        """The references derived from group statistics and counts; a group no row fell
+        in gets its empty statistics (what a local fit of such data gives)."""
+        empty_k, empty_x = np.array([], np.int64), np.array([], np.float64)
+        for spec in self._value_groups():
+            name, kind = spec[0], spec[1]
+            if (name if kind == "all" else f"{name}|key") not in t:
+                t.update(_group_stats(spec, empty_k, empty_x))
+        # One price scale pooled over all sellers with enough history: a seller's own
+        # spread, estimated from five lots, would be too noisy to divide by.
+        dev = t.pop("hist|dev")
+        scale = float(np.median(dev)) * _MAD_TO_SD if len(dev) else 1.0
+        t["hist|scale"] = np.array([max(scale, _HISTORY_MIN_SCALE)])
+        n_decl, mean = t.pop("comp|all|re|n"), t.pop("comp|all|re|mean")
+        t.pop("comp|all|re|key")
+        t["comp|all"] = np.array([n_decl.sum(), n_rows, mean[0] if len(mean) else 0.0])
+        # A sender's usual daily count of post/courier items: the median over its days.
+        key, n = t.pop("burst|day|key"), t.pop("burst|day|n")
+        daily = pd.Series(n).groupby(key // (_DAY_SPAN + 1), sort=True).median()
+        t["burst|key"] = daily.index.to_numpy(np.int64)
+        t["burst|typical"] = daily.to_numpy(float)
 
     def _fit_composition(self, r, t) -> None:
         comp_codes, comp_uniq = _factorize(r["composition"])
@@ -748,7 +882,6 @@ class DeclarationFeatures:
             # Rows of a level code that name each component: count unique (row-group)
             # pairs weighted by how many rows carry that composition text.
             if len(owner):
-                mult = np.bincount(comp_codes[declares], minlength=len(comp_uniq))
                 grp = pd.DataFrame({"u": comp_codes[declares], "l": r[lvl][declares]})
                 grp = grp.groupby(["u", "l"]).size().reset_index(name="m")
                 items_df = pd.DataFrame({"u": owner, "c": _encode(t["vocab_comp"], names)})
@@ -757,21 +890,14 @@ class DeclarationFeatures:
                 key = _pair(j["l"].to_numpy(), j["c"].to_numpy(), n_comp)
                 t[f"comp|{lvl}|item|key"], t[f"comp|{lvl}|item|n"] = _count_table(
                     key, j["m"].to_numpy(float))
-                del mult
             else:
                 t[f"comp|{lvl}|item|key"] = np.array([], np.int64)
                 t[f"comp|{lvl}|item|n"] = np.array([], np.int64)
-            # Mean rare-earth share of declared compositions, per level code.
+        # Rare-earth share of each row's declared composition (NaN when none is declared):
+        # its mean per level code is a grouped statistic (see _value_groups).
         re_share_u = self._re_share(comp_uniq, owner, names, items)
-        re_row = np.where(declares, re_share_u[np.maximum(comp_codes, 0)] if len(
+        r["re_share"] = np.where(declares, re_share_u[np.maximum(comp_codes, 0)] if len(
             re_share_u) else 0.0, np.nan)
-        for lvl in LEVELS:
-            ok = declares & (r[lvl] >= 0)
-            df = pd.DataFrame({"k": r[lvl][ok], "x": re_row[ok]}).groupby("k")["x"].mean()
-            t[f"comp|{lvl}|re|key"] = df.index.to_numpy(np.int64)
-            t[f"comp|{lvl}|re|mean"] = df.to_numpy(float)
-        t["comp|all"] = np.array([declares.sum(), len(declares),
-                                  float(np.nanmean(re_row)) if declares.any() else 0.0])
         if declares.any():
             comp_all = pd.Series(np.asarray(_encode(t["vocab_comp"], names)))
             mult = np.bincount(comp_codes[declares], minlength=len(comp_uniq))
@@ -813,18 +939,6 @@ class DeclarationFeatures:
             t[f"desc|{lvl}|tok|key"], t[f"desc|{lvl}|tok|n"] = _count_table(
                 key, j["m"].to_numpy(float))
 
-    def _fit_price_history(self, r, t) -> None:
-        key = _pair(r["exporter_id"], r["hs"], len(t["vocab_hs"]))
-        x = self._ratio("value_per_kg", r)
-        k, cnt, med, _ = _robust_stats(key, x)
-        t["hist|key"], t["hist|n"], t["hist|med"] = k, cnt, med
-        # One scale pooled over all sellers with enough history: a seller's own spread,
-        # estimated from five lots, would be too noisy to divide by.
-        ok = self._get("hist", "n", key, 0) >= _HISTORY_MIN_ROWS
-        dev = np.abs(x - self._get("hist", "med", key, np.nan))[ok & np.isfinite(x)]
-        scale = float(np.median(dev)) * _MAD_TO_SD if len(dev) else 1.0
-        t["hist|scale"] = np.array([max(scale, _HISTORY_MIN_SCALE)])
-
     def _price_history(self, r, loo: bool):
         t = self.tables_
         key = _pair(r["exporter_id"], r["hs"], len(t["vocab_hs"]))
@@ -836,15 +950,12 @@ class DeclarationFeatures:
         return np.where(cnt >= _HISTORY_MIN_ROWS, z, np.nan), med
 
     def _fit_bursts(self, r, t) -> None:
+        # Post/courier items per (sender, day): a count table; the usual daily count per
+        # sender is derived from it once the whole dataset's counts are in.
         small = np.isin(r["transport_mode_raw"].astype(str), _SMALL_MODES)
-        ok = small & (r["day"] >= 0) & (r["exporter_id"] >= 0)
-        if not ok.any():
-            t["burst|key"], t["burst|typical"] = np.array([], np.int64), np.array([], float)
-            return
-        daily = pd.DataFrame({"e": r["exporter_id"][ok], "d": r["day"][ok]})
-        daily = daily.groupby(["e", "d"]).size().groupby(level=0).median()
-        t["burst|key"] = daily.index.to_numpy(np.int64)
-        t["burst|typical"] = daily.to_numpy(float)
+        key = np.where(small & (r["day"] >= 0),
+                       _pair(r["exporter_id"], r["day"], _DAY_SPAN), -1)
+        t["burst|day|key"], t["burst|day|n"] = _count_table(key)
 
     # ---- transform -------------------------------------------------------------------------
     def _pos(self, prefix: str, keys: np.ndarray) -> np.ndarray:

@@ -209,15 +209,16 @@ def test_train_dask_equals_local_when_it_fits(cluster, data, model, tmp_path):
     assert m1.metadata_["training"]["sha256"] == m2.metadata_["training"]["sha256"]
     assert (m1.score(df)["anomaly_score"].to_numpy() == m2.score(df)["anomaly_score"].to_numpy()
             ).all()
-    # Sampled, but the count tables and vocabularies are the whole dataset's: the same as
-    # those of the model trained locally on everything.
-    from detector.features import _additive
-
-    whole = {k: v for k, v in a.features_.tables_.items()
-             if _additive(k) or k.startswith("vocab_")}
-    assert whole and m1.features_.n_rows_ == a.features_.n_rows_
+    # Sampled, but every reference table (vocabularies, counts, medians, MADs, price
+    # levels, means) is the whole dataset's: the same as the model trained locally on
+    # everything, bit for bit. Only the typical feature values come from the sample.
+    whole = a.features_.tables_
+    assert m1.features_.n_rows_ == a.features_.n_rows_
+    assert sorted(m1.features_.tables_) == sorted(whole)
     for k, v in whole.items():
         np.testing.assert_array_equal(m1.features_.tables_[k], v, err_msg=k)
+    assert any(k.endswith("|med") for k in whole) and "hist|scale" in whole
+    assert not np.array_equal(m1.features_.neutral_, a.features_.neutral_)
 
 
 def test_core_does_not_import_dask():

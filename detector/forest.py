@@ -529,7 +529,7 @@ class PackedForest:
         # The kernel addresses a chunk with uint32 offsets (row * n_features + f).
         chunk = max(1, min(chunk, np.iinfo(np.int32).max // self.n_features_in_))
         depths = np.zeros(n_rows)
-        use_numba = self.backend_ == "numba"
+        use_numba = self._use_numba(n_rows)
         for start in range(0, n_rows, chunk):
             stop = min(start + chunk, n_rows)
             # Casting per chunk bounds memory to chunk * n_features * 4 bytes.
@@ -568,7 +568,42 @@ class PackedForest:
             with _batch_call_lock:
                 batch(Xc, *self._kernel_args(), out)
 
+    def _use_numba(self, n_rows: int) -> bool:
+        # A handful of rows costs numpy (rows x trees at once, see _depths_few_numpy) some tens of
+        # microseconds, while importing numba and loading its cached kernels costs a fresh
+        # process about 0.4 s (scipy comes with it). A service that starts to score one
+        # declaration should not pay that: numba is loaded by the first batch, and once
+        # loaded it serves single rows too. Same sums in the same order either way.
+        if self.backend == "auto" and n_rows <= _SERIAL_MAX_ROWS and _kernels is None:
+            return False
+        return self.backend_ == "numba"
+
+    def _depths_few_numpy(self, Xc: np.ndarray) -> np.ndarray:
+        """Path-length sums of a few float32 rows: every row in every tree at once (a
+        rows x trees array of node ids), a few numpy calls per level."""
+        feature, threshold, child, nan_right, value, roots, tree_depth = self._kernel_args()
+        if not roots.size:
+            return np.zeros(Xc.shape[0])
+        node = np.broadcast_to(roots.astype(np.intp), (Xc.shape[0], roots.size))
+        # Row r's value of feature f sits at flat[r * n_features + f].
+        flat, base = Xc.reshape(-1), np.arange(0, Xc.size, Xc.shape[1])[:, None]
+        has_nan = bool(np.isnan(flat).any())
+        # Leaves point to themselves with a +inf threshold: trees shallower than the
+        # deepest stay put on their leaf for the remaining steps.
+        for _ in range(int(tree_depth.max())):
+            x = flat[base + feature[node]]
+            step = x > threshold[node]
+            if has_nan:
+                step = np.where(np.isnan(x), nan_right[node], step)
+            node = child[node] + step
+        # In tree order, one addition after the other like the kernel (cumsum is
+        # sequential; np.sum is pairwise and could round differently).
+        return np.cumsum(value[node], axis=1)[:, -1]
+
     def _depths_numpy(self, Xc: np.ndarray, out: np.ndarray) -> None:
+        if Xc.shape[0] <= _SERIAL_MAX_ROWS:
+            out[:] = self._depths_few_numpy(Xc)
+            return
         feature, threshold, child, nan_right, value, roots, tree_depth = self._kernel_args()
         n_features = Xc.shape[1]
         flat = Xc.reshape(-1)
@@ -624,13 +659,11 @@ class PackedForest:
             )
         with np.errstate(over="ignore"):
             row = np.ascontiguousarray(row, dtype=np.float32)
-        if self.backend_ == "numba":
+        if self._use_numba(1):
             _, one = _load_numba_kernels()
             depth = one(row, *self._kernel_args())
         else:
-            out = np.zeros(1)
-            self._depths_numpy(row.reshape(1, -1), out)
-            depth = float(out[0])
+            depth = float(self._depths_few_numpy(row.reshape(1, -1))[0])
         # _final_scores, unrolled for one value: a Python float division is the
         # same IEEE operation as np.divide, but pow stays a numpy array call so
         # it takes the same (possibly SIMD) code path as the batch scores.

@@ -429,3 +429,37 @@ def test_no_numba_env_in_subprocess(tmp_path, data):
     )
     assert out.split() == ["numpy", "False"]
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), packed.anomaly_score(test))
+
+
+def test_few_rows_in_a_fresh_process_do_not_load_numba(tmp_path, data):
+    """A service that starts and scores one declaration (or a few rows, as counterfactual
+    reasons do) must not pay numba's import: numpy across trees gives the same bits; the
+    first real batch loads numba."""
+    train, test = data
+    test = test[:40].copy()
+    test[5, 2] = np.nan
+    packed = PackedForest.from_sklearn(_fit(train, n_estimators=60, max_features=0.5),
+                                       backend="numba")
+    np.savez(tmp_path / "state.npz", **packed.to_state())
+    np.save(tmp_path / "X.npy", test)
+    out = _run(
+        f"""
+        import sys
+        import numpy as np
+        from detector.forest import PackedForest
+        with np.load({str(tmp_path / "state.npz")!r}) as z:
+            state = {{k: (z[k] if z[k].ndim else z[k].item()) for k in z.files}}
+        p = PackedForest.from_state(state)
+        X = np.load({str(tmp_path / "X.npy")!r})
+        one = [p.score_one(X[i]) for i in range(8)]
+        few = p.anomaly_score(X[:16])
+        print("numba" in sys.modules)
+        many = p.anomaly_score(X)
+        print("numba" in sys.modules, p.backend_)
+        np.save({str(tmp_path / "out.npy")!r}, np.concatenate([one, few, many]))
+        """
+    )
+    assert out.split() == ["False", "True", "numba"]
+    expected = packed.anomaly_score(test)
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"),
+                                  np.concatenate([expected[:8], expected[:16], expected]))

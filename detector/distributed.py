@@ -468,9 +468,9 @@ def _facts_pass(client, pieces):
                            f"runs {__version__}; install the same version on every worker")
     rows = np.array([f["rows"] for f in facts], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
-    bursts = [f["burst"] for f in facts if len(f["burst"])]
-    context = pd.concat(bursts).groupby(level=[0, 1]).sum() if bursts else \
-        pd.Series(dtype="int64")
+    from .features import DeclarationFeatures
+
+    context = DeclarationFeatures.merge_contexts([f["burst"] for f in facts])
     dups = _global_duplicates(facts, offsets)
     return rows, offsets, context, dups
 
@@ -648,14 +648,17 @@ def _sample_partition(df: pd.DataFrame, offsets: np.ndarray, dups: dict, seed: i
 
 def _tables_partition(df: pd.DataFrame, offsets: np.ndarray, dups: dict, vocabs: dict,
                       extras: tuple, partition_info: dict | None = None):
-    """One partition's share of the reference tables: the counts of its valid rows and
-    their grouped values (inputs of the medians, MADs and means)."""
+    """One partition's share of the reference tables: the counts of its valid rows,
+    their grouped values (inputs of the medians, MADs and means) and parcel bursts."""
+    from .features import DeclarationFeatures
+
     i = int(partition_info["number"]) if partition_info else 0
     df.index = pd.RangeIndex(int(offsets[i]), int(offsets[i]) + len(df))
     valid, _ = _validate_global(df, dups.get(i))
     if not len(valid):
-        return None, _values_meta()
-    return _features(extras).partial_tables(valid, vocabs)
+        return None, _values_meta(), pd.Series(dtype="int64")
+    return (*_features(extras).partial_tables(valid, vocabs),
+            DeclarationFeatures.burst_context(valid))
 
 
 def _values_meta() -> pd.DataFrame:
@@ -734,23 +737,25 @@ def train_dask(input, output, *, columns=None, budget: float = 0.01, lanes=None,
 
         vocab_parts = [r["vocabs"] for r in results if r["vocabs"] is not None]
         vocabs = DeclarationFeatures.merge_vocabularies(vocab_parts) if vocab_parts else None
-        counts = stats = None
+        counts = stats = context = None
         if vocabs is not None:
             import dask.dataframe as dd
 
             vocabs_d = dask.delayed(vocabs, name=f"detector-vocabs-{key}", traverse=False)
-            tables = [dask.delayed(_tables_partition, pure=True, nout=2)(
+            tables = [dask.delayed(_tables_partition, pure=True, nout=3)(
                 p, offsets, dups_d, vocabs_d, extras, partition_info={"number": i})
                 for i, p in enumerate(_ddf(pieces, cols).to_delayed())]
-            values = dd.from_delayed([v for _, v in tables], meta=_values_meta(),
+            values = dd.from_delayed([v for _, v, _ in tables], meta=_values_meta(),
                                      verify_meta=False)
             shuffled = values.shuffle(on=["group", "key"], npartitions=len(tables))
-            count_parts, stat_parts = dask.compute(
-                [c for c, _ in tables],
+            count_parts, stat_parts, context_parts = dask.compute(
+                [c for c, _, _ in tables],
                 [dask.delayed(_value_stats, pure=True)(p, extras)
-                 for p in shuffled.to_delayed()])
+                 for p in shuffled.to_delayed()],
+                [b for _, _, b in tables])
             counts = DeclarationFeatures.merge_counts([c for c in count_parts if c])
             stats = DeclarationFeatures.merge_value_stats([s for s in stat_parts if s])
+            context = DeclarationFeatures.merge_contexts(list(context_parts))
     n_valid = sum(r["n_valid"] for r in results)
     n_rejected = sum(r["n_rejected"] for r in results)
     if total != n_valid + n_rejected:
@@ -768,7 +773,7 @@ def train_dask(input, output, *, columns=None, budget: float = 0.01, lanes=None,
                              extra_numeric=tuple(mapping.extra_numeric))
     sampled = len(valid) < n_valid
     whole = None if counts is None else {"vocabs": vocabs, "counts": counts, "stats": stats,
-                                         "rows": int(n_valid)}
+                                         "rows": int(n_valid), "context": context}
     model.fit(valid, validated=True, _whole=whole)
     model.metadata_["training"]["rejected"] = int(n_rejected)
     model.metadata_["training"]["engine"] = "dask"

@@ -417,11 +417,12 @@ class DeclarationFeatures:
     def fit(self, df: pd.DataFrame, *, whole: dict | None = None) -> DeclarationFeatures:
         """Learn the reference tables from ``df``.
 
-        ``whole`` (``{"vocabs", "counts", "stats", "rows"}`` from :meth:`vocabularies`,
-        :meth:`partial_tables`, :meth:`merge_counts`, :meth:`value_stats` and
-        :meth:`merge_value_stats` over a dataset too large for memory) gives every
-        reference table and the row count of the whole dataset, ``df`` being a sample
-        of it: only the typical feature values then come from the sample.
+        ``whole`` (``{"vocabs", "counts", "stats", "rows", "context"}`` from
+        :meth:`vocabularies`, :meth:`partial_tables`, :meth:`merge_counts`,
+        :meth:`value_stats`, :meth:`merge_value_stats` and :meth:`merge_contexts` of
+        :meth:`burst_context` over a dataset too large for memory) gives every reference
+        table, the row count and the parcel-burst counts of the whole dataset, ``df``
+        being a sample of it: only the typical feature values then come from the sample.
         """
         self._fit(df, whole)
         return self
@@ -493,6 +494,14 @@ class DeclarationFeatures:
             return pd.Series(dtype="int64")
         key = pd.DataFrame({"e": exp[ok].to_numpy(), "d": day[ok]})
         return key.groupby(["e", "d"]).size().astype("int64")
+
+    @staticmethod
+    def merge_contexts(parts: list[pd.Series]) -> pd.Series:
+        """The burst context of a whole made of parts: counts per (exporter, day) added."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return pd.Series(dtype="int64")
+        return pd.concat(parts).groupby(level=[0, 1]).sum().astype("int64")
 
     # ---- state (plain data for the artifact) ---------------------------------------------
     def to_state(self) -> dict:
@@ -740,7 +749,10 @@ class DeclarationFeatures:
             n_rows = int(whole["rows"])
         self._finish_tables(t, n_rows)
         self.n_rows_ = n_rows
-        X, _ = self._transform(r, self.burst_context(df), loo=True)
+        # A sample's parcel bursts are counted in the whole dataset, as scoring counts
+        # them in the whole input: a sample alone would see a fraction of each burst.
+        context = self.burst_context(df) if whole is None else whole["context"]
+        X, _ = self._transform(r, context, loo=True)
         # A feature's neutral value (used for missing inputs and counterfactual reasons) is
         # its training median: what a typical declaration shows.
         self.neutral_ = np.median(X, axis=0)

@@ -426,14 +426,28 @@ def test_whole_dataset_tables_from_parts_equal_a_local_fit():
     bucket = (values["group"].to_numpy() * 7919 + values["key"].to_numpy()) % 5
     stats = DeclarationFeatures.merge_value_stats(
         [make().value_stats(values[bucket == b]) for b in range(5)])
+    context = DeclarationFeatures.merge_contexts(
+        [DeclarationFeatures.burst_context(p) for p in parts])
+    pd.testing.assert_series_equal(context, DeclarationFeatures.burst_context(df),
+                                   check_names=False)
     sample = df.sample(n=1500, random_state=2)
     whole = make().fit(sample, whole={"vocabs": vocabs, "counts": counts, "stats": stats,
-                                      "rows": len(df)})
+                                      "rows": len(df), "context": context})
 
     assert sorted(whole.tables_) == sorted(local.tables_)
     assert any(k.startswith("xz:tax_rate|") for k in local.tables_)
     for k, v in local.tables_.items():
         np.testing.assert_array_equal(whole.tables_[k], v, err_msg=k)
+    # The sample's rows get the features they have in the whole dataset (parcel bursts
+    # counted over all rows), not those of the sample on its own.
+    X_whole = whole.fit_transform(sample, whole={"vocabs": vocabs, "counts": counts,
+                                                 "stats": stats, "rows": len(df),
+                                                 "context": context})
+    burst = whole.feature_names_.index("parcel_burst")
+    X_local = local.transform(sample, DeclarationFeatures.burst_context(df))
+    np.testing.assert_array_equal(X_whole[:, burst], X_local[:, burst])
+    X_own = local.transform(sample, DeclarationFeatures.burst_context(sample))
+    assert (X_own[:, burst] < X_local[:, burst]).any()
     # A sample alone gives other medians: the test above is not vacuous.
     alone = make().fit(sample)
     assert not all(np.array_equal(alone.tables_[k], v) for k, v in local.tables_.items()

@@ -10,5 +10,11 @@ if ! command -v chromium >/dev/null 2>&1; then
   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) 2>/dev/null \
     || echo "note: chromium could not be installed; the browser test will be skipped" >&2
 fi
+# Java for the Spark snippet's test (pyspark starts a JVM); skipped with a clear message
+# if it cannot be had.
+if ! command -v java >/dev/null 2>&1; then
+  (apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null) 2>/dev/null \
+    || echo "note: Java could not be installed; the Spark test will be skipped" >&2
+fi
 export PATH="$PWD/.venv/bin:$PATH"
 .venv/bin/python -m pytest "$@"

@@ -27,9 +27,10 @@ import gzip
 import json
 import os
 import secrets
+import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from io import StringIO
+from io import BytesIO, StringIO
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
@@ -334,6 +335,154 @@ def _iter_csv(path: Path, names: list[str], encoding: str, chunk_rows: int | Non
         raise InputError(f"INPUT {path} cannot be read: {exc}") from None
 
 
+# --- fast chunked CSV reading --------------------------------------------------------------
+# pandas 3 parses a CSV several times faster when it infers the column types than when it
+# is told dtype="str": inferred text becomes Arrow strings inside the (threaded) parser,
+# while an explicit dtype takes a slow per-value conversion afterwards. Inference is exact
+# for text whenever it yields a str column (the values are the characters as written);
+# only a column that looks numeric or boolean ("030490", "True") loses its text, and such
+# columns are read again, explicitly as str, from the same bytes.
+#
+# To read the same bytes twice, the file is cut into chunks of exactly ``chunk_rows`` data
+# rows here, at record ends (newlines outside quotes), and each chunk is parsed on its
+# own. The chunks hold the same rows as pandas' chunked reader would give, so everything
+# downstream is unchanged. Anything this cutter does not model exactly (another encoding,
+# a bare "\r" line end, a parse error, ...) hands over to the pandas reader, which then
+# produces the rows, or the error message, exactly as before.
+_BLOCK_BYTES = 16 << 20
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[[ord(" "), ord("\t"), ord("\r"), ord("\n")]] = True
+
+
+class _Unsupported(Exception):
+    """The fast reader cannot vouch for this input: the pandas reader takes over."""
+
+
+def _record_ends(a: np.ndarray, final: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(end position, blank?) of each complete record in ``a`` (uint8), which starts at a
+    record start. A record ends at a newline preceded by an even number of quotes;
+    pandas skips blank and whitespace-only lines (``skip_blank_lines``)."""
+    if len(a) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    quotes = np.flatnonzero(a == ord('"'))
+    nl = np.flatnonzero(a == ord("\n"))
+    ends = nl[np.searchsorted(quotes, nl) % 2 == 0]
+    cr = np.flatnonzero(a == ord("\r"))
+    # A "\r" not followed by "\n" ends a line for pandas too (old Mac files): not modelled.
+    lone = cr[cr + 1 < len(a)]
+    if (a[lone + 1] != ord("\n")).any() or (final and len(cr) and cr[-1] == len(a) - 1):
+        raise _Unsupported
+    if final and (len(ends) == 0 or ends[-1] != len(a) - 1) and len(a):
+        ends = np.append(ends, len(a))  # last record without a newline
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    # A line is blank when it holds only spaces, tabs and "\r": only lines that start
+    # with one of those (rare in real files) need a closer look.
+    blank = starts >= ends
+    maybe = np.flatnonzero(~blank & _WHITESPACE[a[np.minimum(starts, len(a) - 1)]])
+    for i in maybe.tolist():
+        blank[i] = not bytes(a[starts[i]:ends[i]]).strip(b" \t\r")
+    return ends, blank
+
+
+def _csv_byte_chunks(fh: IO[bytes], chunk_rows: int) -> Iterator[tuple[bytes, int]]:
+    """The header record, then chunks of ``chunk_rows`` non-blank records (the last one
+    shorter), as (bytes, number of data rows)."""
+    buf = b""
+    header_done = False
+    while True:
+        block = fh.read(_BLOCK_BYTES)
+        final = not block
+        buf += block
+        a = np.frombuffer(buf, dtype=np.uint8)
+        ends, blank = _record_ends(a, final)
+        start = 0
+        if not header_done:
+            solid = np.flatnonzero(~blank)
+            if len(solid) == 0:
+                if final:
+                    raise _Unsupported
+                continue
+            # The header is the first non-blank line, for pandas as for read_header.
+            cut = int(ends[solid[0]]) + 1
+            yield buf[:cut], 0
+            header_done = True
+            start = cut
+            keep = ends >= cut
+            ends, blank = ends[keep], blank[keep]
+        counted = np.cumsum(~blank)
+        done = 0
+        while len(counted) and counted[-1] - done >= chunk_rows:
+            i = int(np.searchsorted(counted, done + chunk_rows))
+            cut = int(ends[i]) + 1
+            yield buf[start:cut], chunk_rows
+            start, done = cut, done + chunk_rows
+        if final:
+            rest = int(counted[-1]) - done if len(counted) else 0
+            if rest > 0:
+                yield buf[start:], rest
+            return
+        buf = buf[start:]
+
+
+def _parse_chunk(data: bytes, names: list[str], encoding: str, usecols: list[str] | None,
+                 na_values: dict) -> pd.DataFrame:
+    # ``data`` starts with the header line, so that pandas checks each line's field count
+    # against it exactly as when it reads the whole file.
+    read = dict(header=0, names=names, index_col=False, keep_default_na=False,
+                encoding=encoding, skip_blank_lines=True)
+    text = [n for n in (usecols or names) if n in _TEXT_COLUMNS]
+    # hs_code looks numeric in every file: ask for text directly.
+    df = pd.read_csv(BytesIO(data), usecols=usecols, dtype={"hs_code": "str"},
+                     na_values={k: v for k, v in na_values.items()
+                                if usecols is None or k in usecols}, **read)
+    again = [n for n in text if df[n].dtype != _STR]
+    if again:
+        redo = pd.read_csv(BytesIO(data), usecols=again, dtype=dict.fromkeys(again, "str"),
+                           **read)
+        if len(redo) != len(df):
+            raise _Unsupported
+        for n in again:
+            df[n] = redo[n]
+    return df
+
+
+_STR = pd.StringDtype(na_value=np.nan)
+
+
+def _iter_csv_fast(path: Path, names: list[str], encoding: str, chunk_rows: int,
+                   usecols: list[str] | None = None):
+    na_values = {n: list(_NA_TOKENS) for n in names if n not in _TEXT_COLUMNS}
+    yielded = 0
+    try:
+        if encoding != "utf-8-sig":
+            raise _Unsupported
+        with _open_binary(path) as fh:
+            chunks = _csv_byte_chunks(fh, chunk_rows)
+            header, _ = next(chunks)
+            head = header.decode("utf-8-sig")
+            # read_header skips a line of empty cells (",,,"), pandas would not.
+            if not any(cell.strip() for cell in next(csv.reader(StringIO(head)), [])):
+                raise _Unsupported
+            for data, rows in chunks:
+                with warnings.catch_warnings():
+                    # pandas only warns when a chunk's first line is too long (it could
+                    # be an index column); in the whole file that line is an error.
+                    warnings.simplefilter("error", pd.errors.ParserWarning)
+                    df = _parse_chunk(header + data, names, encoding, usecols, na_values)
+                if len(df) != rows:  # the cutter and pandas disagree on what a row is
+                    raise _Unsupported
+                yielded += 1
+                yield df
+        if yielded == 0:
+            raise _Unsupported  # no data rows: let pandas word it
+    except (_Unsupported, StopIteration, pd.errors.ParserWarning, UnicodeDecodeError, ValueError, OSError, EOFError, zlib.error,
+            csv.Error, pd.errors.ParserError, pd.errors.EmptyDataError):
+        # The pandas reader reproduces the rows already yielded (same cuts): skip them.
+        for i, df in enumerate(_iter_csv(path, names, encoding, chunk_rows, usecols)):
+            if i >= yielded:
+                yield df
+
+
 def _iter_jsonl(path: Path, encoding: str, chunk_rows: int | None):
     # Lines are grouped here (not by pandas) so that a bad line can be reported by number.
     first_line = 1
@@ -432,7 +581,8 @@ def _iter(
     enc = _real_encoding(encoding)
     keep = None if usecols is None else [n for n in names if n in set(usecols)]
     if fmt == "csv":
-        chunks = _iter_csv(p, names, enc, chunk_rows, keep)
+        chunks = (_iter_csv(p, names, enc, chunk_rows, keep) if chunk_rows is None else
+                  _iter_csv_fast(p, names, enc, chunk_rows, keep))
     elif fmt == "jsonl":
         chunks = _iter_jsonl(p, enc, chunk_rows)
     else:

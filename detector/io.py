@@ -55,6 +55,7 @@ __all__ = [
     "read_header",
     "AtomicWriter",
     "write_table",
+    "csv_table",
     "atomic_write_text",
     "atomic_write_bytes",
 ]
@@ -724,19 +725,25 @@ def _is_text_dtype(dtype: Any) -> bool:
     return pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
 
 
+_LIST_TYPES = (list, tuple, np.ndarray)
+
+
 def _list_mask(s: pd.Series) -> np.ndarray:
-    return s.map(type).isin((list, tuple, np.ndarray)).to_numpy(dtype=bool)
+    return np.fromiter((type(v) in _LIST_TYPES for v in s.to_numpy(dtype=object)), bool,
+                       len(s))
+
+
+def _join_one(v: Any) -> str:
+    try:
+        return LIST_SEPARATOR.join(v)
+    except TypeError:  # items that are not strings are written as str() of each
+        return LIST_SEPARATOR.join(map(str, v))
 
 
 def _join_lists(s: pd.Series, mask: np.ndarray) -> pd.Series:
-    s = s.astype(object)
-    joined = s[mask].str.join(LIST_SEPARATOR)
-    # str.join gives NaN for lists holding non-strings: stringify those items instead.
-    bad = joined.isna() & s[mask].notna()
-    if bad.any():
-        joined[bad] = s[mask][bad].map(lambda v: LIST_SEPARATOR.join(map(str, v)))
-    s[mask] = joined
-    return s
+    values = s.to_numpy(dtype=object).copy()
+    values[mask] = [_join_one(v) for v in values[mask].tolist()]
+    return pd.Series(values, index=s.index, dtype=object)
 
 
 def _neutralise(s: pd.Series) -> pd.Series:
@@ -763,6 +770,10 @@ def _csv_safe(df: pd.DataFrame) -> pd.DataFrame:
             lists = _list_mask(s)
             if lists.any():
                 s = _join_lists(s, lists)
+            if pd.api.types.infer_dtype(s, skipna=True) == "string":
+                # Text only: as Arrow strings (what the writer makes of it anyway), the
+                # formula check runs in C instead of once per Python object.
+                s = s.astype("str")
         safe.isetitem(i, _neutralise(s))
     # Header names come from the user too.
     header = pd.Series([str(c) for c in df.columns], dtype=object)
@@ -780,6 +791,19 @@ def _arrow_schema(table: pa.Table) -> pa.Schema:
             f = f.with_type(pa.list_(pa.large_string()))
         fields.append(f)
     return pa.schema(fields, metadata=table.schema.metadata)
+
+
+def csv_table(df: pd.DataFrame) -> pa.Table:
+    """``df`` as a CSV output writes it: lists joined, formulas defused, text as Arrow
+    strings (see :class:`AtomicWriter`)."""
+    safe = _csv_safe(df)
+    # Object columns become text first: pyarrow guesses no types.
+    table = pa.Table.from_pandas(
+        safe.astype({c: "str" for c, t in safe.dtypes.items()
+                     if pd.api.types.is_object_dtype(t)}), preserve_index=False)
+    return table.cast(pa.schema([
+        pa.field(f.name, pa.string()) if pa.types.is_large_string(f.type) or
+        pa.types.is_string(f.type) else f for f in table.schema]))
 
 
 class AtomicWriter:
@@ -848,7 +872,7 @@ class AtomicWriter:
         fh = self._file.open()
         if self.format == "csv":
             if len(df) or first:
-                self._write_csv(_csv_safe(df), fh, first)
+                self._write_csv(csv_table(df), fh, first)
         elif self.format == "jsonl":
             if len(df):
                 text = df.to_json(
@@ -861,18 +885,29 @@ class AtomicWriter:
             self._write_parquet(df, fh)
         self.rows_written += len(df)
 
+    def write_csv_table(self, table: pa.Table) -> None:
+        """Append a table made by :func:`csv_table` to a CSV output (the first call fixes
+        the columns). For pipelines that prepare chunks ahead of writing them."""
+        if self._done:
+            raise ValueError(f"AtomicWriter for {self.path} is already closed")
+        if self.format != "csv":
+            raise ValueError(f"write_csv_table needs a CSV output, not {self.path}")
+        first = self._columns is None
+        if first:
+            self._columns = list(table.column_names)
+        elif table.column_names != self._columns:
+            raise ValueError(f"every chunk written to {self.path} must have the first "
+                             f"chunk's columns {self._columns[:5]}")
+        if table.num_rows or first:
+            self._write_csv(table, self._file.open(), first)
+        self.rows_written += table.num_rows
+
     @staticmethod
-    def _write_csv(safe: pd.DataFrame, fh: IO[bytes], header: bool) -> None:
+    def _write_csv(table: pa.Table, fh: IO[bytes], header: bool) -> None:
         # pyarrow's writer is C++ and several times faster than to_csv. It quotes every
         # text cell, so a cell holding "\r" or "\n" can never split a row; numbers are
         # written in their shortest exact form (read back bit for bit) and missing values
-        # as empty cells. Object columns become text first: pyarrow guesses no types.
-        table = pa.Table.from_pandas(
-            safe.astype({c: "str" for c, t in safe.dtypes.items()
-                         if pd.api.types.is_object_dtype(t)}), preserve_index=False)
-        table = table.cast(pa.schema([
-            pa.field(f.name, pa.string()) if pa.types.is_large_string(f.type) or
-            pa.types.is_string(f.type) else f for f in table.schema]))
+        # as empty cells.
         pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=header,
                                                      quoting_style="needed"))
 

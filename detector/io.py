@@ -350,7 +350,7 @@ def _iter_csv(path: Path, names: list[str], encoding: str, chunk_rows: int | Non
 # downstream is unchanged. Anything this cutter does not model exactly (another encoding,
 # a bare "\r" line end, a parse error, ...) hands over to the pandas reader, which then
 # produces the rows, or the error message, exactly as before.
-_BLOCK_BYTES = 16 << 20
+_BLOCK_BYTES = 4 << 20
 _WHITESPACE = np.zeros(256, dtype=bool)
 _WHITESPACE[[ord(" "), ord("\t"), ord("\r"), ord("\n")]] = True
 
@@ -385,44 +385,50 @@ def _record_ends(a: np.ndarray, final: bool) -> tuple[np.ndarray, np.ndarray]:
     return ends, blank
 
 
-def _csv_byte_chunks(fh: IO[bytes], chunk_rows: int) -> Iterator[tuple[bytes, int]]:
+def _csv_byte_chunks(fh: IO[bytes], chunk_rows: int) -> Iterator[tuple[list[bytes], int]]:
     """The header record, then chunks of ``chunk_rows`` non-blank records (the last one
-    shorter), as (bytes, number of data rows)."""
-    buf = b""
+    shorter), each as (pieces of bytes, number of data rows).
+
+    Each byte is scanned once: a block is scanned together with the unfinished record
+    before it only, and the complete records are set aside (not copied) until a chunk
+    is full.
+    """
+    pieces: list[bytes] = []  # complete records of the chunk being filled
+    have = 0  # data rows in ``pieces``
+    tail = b""  # an unfinished record (or, before the header, everything so far)
     header_done = False
     while True:
         block = fh.read(_BLOCK_BYTES)
         final = not block
-        buf += block
-        a = np.frombuffer(buf, dtype=np.uint8)
-        ends, blank = _record_ends(a, final)
-        start = 0
+        buf = tail + block
+        ends, blank = _record_ends(np.frombuffer(buf, dtype=np.uint8), final)
+        counted = np.cumsum(~blank)
+        pos, done = 0, 0
         if not header_done:
             solid = np.flatnonzero(~blank)
             if len(solid) == 0:
                 if final:
                     raise _Unsupported
+                tail = buf
                 continue
             # The header is the first non-blank line, for pandas as for read_header.
-            cut = int(ends[solid[0]]) + 1
-            yield buf[:cut], 0
+            pos, done = int(ends[solid[0]]) + 1, int(counted[solid[0]])
+            yield [buf[:pos]], 0
             header_done = True
-            start = cut
-            keep = ends >= cut
-            ends, blank = ends[keep], blank[keep]
-        counted = np.cumsum(~blank)
-        done = 0
-        while len(counted) and counted[-1] - done >= chunk_rows:
-            i = int(np.searchsorted(counted, done + chunk_rows))
+        while len(counted) and have + int(counted[-1]) - done >= chunk_rows:
+            i = int(np.searchsorted(counted, done + chunk_rows - have))
             cut = int(ends[i]) + 1
-            yield buf[start:cut], chunk_rows
-            start, done = cut, done + chunk_rows
+            yield [*pieces, buf[pos:cut]], chunk_rows
+            pieces, have, pos, done = [], 0, cut, int(counted[i])
+        last = int(ends[-1]) + 1 if len(ends) else 0
+        if last > pos:
+            pieces.append(buf[pos:last])
+            have += int(counted[-1]) - done
+        tail = buf[max(last, pos):]
         if final:
-            rest = int(counted[-1]) - done if len(counted) else 0
-            if rest > 0:
-                yield buf[start:], rest
+            if have > 0:
+                yield pieces, have
             return
-        buf = buf[start:]
 
 
 def _parse_chunk(data: bytes, names: list[str], encoding: str, usecols: list[str] | None,
@@ -459,7 +465,7 @@ def _iter_csv_fast(path: Path, names: list[str], encoding: str, chunk_rows: int,
             raise _Unsupported
         with _open_binary(path) as fh:
             chunks = _csv_byte_chunks(fh, chunk_rows)
-            header, _ = next(chunks)
+            (header,), _ = next(chunks)
             head = header.decode("utf-8-sig")
             # read_header skips a line of empty cells (",,,"), pandas would not.
             if not any(cell.strip() for cell in next(csv.reader(StringIO(head)), [])):
@@ -469,7 +475,8 @@ def _iter_csv_fast(path: Path, names: list[str], encoding: str, chunk_rows: int,
                     # pandas only warns when a chunk's first line is too long (it could
                     # be an index column); in the whole file that line is an error.
                     warnings.simplefilter("error", pd.errors.ParserWarning)
-                    df = _parse_chunk(header + data, names, encoding, usecols, na_values)
+                    df = _parse_chunk(b"".join([header, *data]), names, encoding, usecols,
+                                      na_values)
                 if len(df) != rows:  # the cutter and pandas disagree on what a row is
                     raise _Unsupported
                 yielded += 1

@@ -320,9 +320,19 @@ def reason_texts(features, X: np.ndarray, det: dict, idx: np.ndarray) -> list[li
         codes = np.where(high, hi_code, lo_code).astype(object)
         text = codes + ": " + _sentences(name, high, det, rows)
         out[rows_k] = text
-    has = (idx >= 0).any(axis=1)
+    chosen = idx >= 0
     result: list[list[str]] = [[] for _ in range(n)]
-    for i, row in zip(np.flatnonzero(has).tolist(), out[has].tolist(), strict=True):
+    if (chosen[:, 1:] <= chosen[:, :-1]).all():
+        # The usual shape (reasons fill the first slots): rows with k reasons take their
+        # first k texts as they are, without a filter per row.
+        k = chosen.sum(axis=1)
+        for m in range(1, top + 1):
+            rows = np.flatnonzero(k == m)
+            for i, texts in zip(rows.tolist(), out[rows, :m].tolist(), strict=True):
+                result[i] = texts
+        return result
+    for i, row in zip(np.flatnonzero(chosen.any(axis=1)).tolist(),
+                      out[chosen.any(axis=1)].tolist(), strict=True):
         result[i] = [t for t in row if t is not None]
     return result
 

@@ -7,6 +7,8 @@ callback so that the CLI can draw it on stderr while stdout stays machine-readab
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import tempfile
 import time
@@ -90,14 +92,16 @@ def train_file(input, output, *, columns=None, budget: float = 0.01, lanes=None,
             "seconds": round(time.time() - started, 3)}
 
 
-def _burst_context(input, mapping, encoding, chunk_rows) -> tuple[pd.Series, int]:
+def _burst_context(input, mapping, encoding, chunk_rows, header) -> tuple[pd.Series, int]:
     """Pre-pass over three columns: whole-file parcel bursts, and the row count."""
     from .features import DeclarationFeatures
 
     parts, rows = [], 0
-    for chunk in iter_tables(input, mapping, chunk_rows, encoding=encoding,
-                             usecols=("exporter_id", "date", "transport_mode",
-                                      "declaration_id")):
+    burst = ("exporter_id", "date", "transport_mode")
+    # Bursts need all three columns; without them the pass only counts rows, and one
+    # column is enough for that.
+    usecols = burst if all(c in header for c in burst) else ("declaration_id",)
+    for chunk in iter_tables(input, mapping, chunk_rows, encoding=encoding, usecols=usecols):
         rows += len(chunk)
         ctx = DeclarationFeatures.burst_context(chunk)
         if len(ctx):
@@ -182,6 +186,24 @@ def _lane_counts(lanes: dict[str, int], lane: np.ndarray, batch_rows: int) -> No
             lanes[str(k)] = lanes.get(str(k), 0) + int(v)
 
 
+@contextlib.contextmanager
+def _rare_gc(first_generation: int = 50_000):
+    """Run the cyclic garbage collector less often inside the block.
+
+    Scoring allocates many short-lived containers (lists of reasons, object arrays) while
+    the chunk and the model keep many alive; at the default threshold (700) the collector
+    re-walks those live objects every few hundred allocations. Cycles are rare here, so
+    collecting less often costs no memory to speak of.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(first_generation, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+@_rare_gc()
 def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, columns=None,
                chunk_rows: int = _CHUNK_ROWS, force: bool = False, encoding: str = "utf-8",
                progress: Progress = None, on_total: Callable[[int], None] | None = None,
@@ -214,7 +236,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     if absent:
         raise SchemaError(f"INPUT {input} lacks column(s) {absent} that this model was trained "
                           "with as extra agency columns; add them or map them with --columns")
-    context, total = _burst_context(input, mapping, encoding, chunk_rows)
+    context, total = _burst_context(input, mapping, encoding, chunk_rows, header)
     if on_total is not None:
         on_total(total)
     if int(workers) < 1:

@@ -294,6 +294,40 @@ def _explode(uniq: np.ndarray, split) -> tuple[np.ndarray, list]:
     return np.asarray(owner, dtype=np.int64), items
 
 
+# Declared compositions nearly always come as plain "SiO2:62.5;Al2O3:20": for those,
+# splitting at ";" and ":" gives exactly what _parse_composition finds, and Arrow's string
+# kernels do it for all of them at once (RE2 anchors: "$" is the very end of the text).
+_PLAIN_COMPOSITION = (r"^[A-Za-z0-9]+:[0-9]+(?:\.[0-9]+)?"
+                      r"(?:;[A-Za-z0-9]+:[0-9]+(?:\.[0-9]+)?)*$")
+
+
+def _composition_items(uniq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(owner, component names, percentages) of the unique composition texts: the same
+    items, in the same order, as ``_explode(uniq, _parse_composition)``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(uniq) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, dtype=str), np.zeros(0)
+    texts = pa.array(uniq.tolist(), type=pa.string())
+    plain = pc.match_substring_regex(texts, _PLAIN_COMPOSITION).to_numpy(zero_copy_only=False)
+    fast = np.flatnonzero(plain)
+    parts = pc.split_pattern(texts.take(pa.array(fast)), ";")
+    pairs = pc.split_pattern(pc.list_flatten(parts), ":")
+    owner = [np.repeat(fast, pc.list_value_length(parts).to_numpy(zero_copy_only=False))]
+    names = [pc.list_element(pairs, 0).to_numpy(zero_copy_only=False)]
+    pct = [pc.cast(pc.list_element(pairs, 1), pa.float64()).to_numpy(zero_copy_only=False)]
+    slow = np.flatnonzero(~plain)
+    if len(slow):
+        o, items = _explode(uniq[slow], _parse_composition)
+        owner.append(slow[o])
+        names.append(np.asarray([c for c, _ in items], dtype=object))
+        pct.append(np.asarray([v for _, v in items], dtype=float))
+    owner_, names_, pct_ = np.concatenate(owner), np.concatenate(names), np.concatenate(pct)
+    order = np.argsort(owner_, kind="stable")  # items grouped by owner, in text order
+    return owner_[order], names_[order].astype(str), pct_[order]
+
+
 def _expand(owner: np.ndarray, n_uniq: int, row_u: np.ndarray):
     """Join rows to the items of their unique text, in numpy (no pandas merge).
 
@@ -1013,9 +1047,7 @@ class DeclarationFeatures:
         n = len(r["hs"])
         comp_codes, comp_uniq = _factorize(r["composition"])
         declares = comp_codes >= 0
-        owner, items = _explode(comp_uniq, _parse_composition)
-        names = np.asarray([c for c, _ in items], dtype=str)
-        pct = np.asarray([p for _, p in items], dtype=float)
+        owner, names, pct = _composition_items(comp_uniq)
         # Presence surprisal: declaring where it is not customary, or not where it is.
         lvl_i = self._level_choice(r, "cnt|{lvl}", np.ones(n) if loo else None)
         p_decl = np.full(n, (t["comp|all"][0] + 0.5) / (t["comp|all"][1] + 1.0))
@@ -1064,7 +1096,10 @@ class DeclarationFeatures:
             is_foreign = freq < max(self.foreign_share, 0.02)
             tot = np.bincount(rows, p, minlength=n)
             fsum = np.bincount(rows, p * is_foreign, minlength=n)
-            is_re_u = np.asarray([bool(_RE_PATTERN.match(x)) for x in names.tolist()])
+            # A few dozen distinct component names: match each once.
+            name_codes, name_uniq = pd.factorize(names)
+            is_re_u = np.asarray([bool(_RE_PATTERN.match(x)) for x in name_uniq.tolist()],
+                                 dtype=bool)[name_codes]
             is_re = is_re_u[item] if len(item) else np.zeros(0, bool)
             del item_names
             resum = np.bincount(rows, p * is_re, minlength=n)

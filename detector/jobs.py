@@ -214,9 +214,10 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     validates chunk by chunk and scores the chunks (in ``workers`` processes when more
     than one: about a quarter faster on 2 cores, at the cost of one more process's
     memory each, so one process is the default), spilling results in input order to
-    a temporary Parquet file and keeping only the scores in memory (8 bytes a row). Pass
-    3 ranks the scores and streams the results, with their rank, to the output. Outputs
-    appear only complete, and are the same whatever the number of workers.
+    a temporary file (CSV-ready Arrow tables for a CSV output, Parquet otherwise) and
+    keeping only the scores in memory (8 bytes a row, plus 1 for the lane). Pass 3 ranks
+    the scores and streams the results, with their rank, to the output. Outputs appear
+    only complete, and are the same whatever the number of workers.
     """
     started = time.time()
     if not isinstance(model, DeclarationModel):
@@ -318,9 +319,12 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
             raise RuntimeError(f"internal error: {rows_in} rows in but {n_scored} scored + "
                                f"{n_rejected} rejected")
         s = np.concatenate(scores) if scores else np.zeros(0)
+        scores.clear()  # the per-chunk copies: the largest input's peak is here
         order = np.argsort(-s, kind="stable")
-        rank = np.empty(len(s), dtype=np.int64)
-        rank[order] = np.arange(1, len(s) + 1)
+        del s
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(1, len(order) + 1)
+        del order
         lanes: dict[str, int] = {}
         if csv_spill is not None:
             csv_spill.close()

@@ -125,7 +125,9 @@ class IdTracker:
         values = ids.astype("str").to_numpy(dtype=object)
         if len(values) == 0:
             return np.empty(0, dtype=np.uint64)
-        return pd.util.hash_array(values)
+        # Ids are nearly all distinct: hashing them directly gives the same hashes as
+        # factorizing first (categorize=True), several times faster.
+        return pd.util.hash_array(values, categorize=False)
 
     def _member(self, h: np.ndarray) -> np.ndarray:
         if len(self._hashes) == 0:

@@ -158,7 +158,8 @@ def _num_many(x: np.ndarray) -> np.ndarray:
 def _pct(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=float) * 100
     small = np.abs(x) < 1
-    return np.where(small, _num(x), _num(np.round(x))).astype(object) + "%"
+    # _num is elementwise: one call on the chosen values gives the same text as two.
+    return _num(np.where(small, x, np.round(x))).astype(object) + "%"
 
 
 def _s(a) -> np.ndarray:
@@ -169,8 +170,11 @@ def _s(a) -> np.ndarray:
 def _level_label(det, lvl: np.ndarray, rows: np.ndarray) -> np.ndarray:
     hs = det["hs_text"][rows]
     cut = np.array([99, 6, 4, 2, 0])[np.clip(lvl, 0, 4)]
-    out = np.array(["hs " + h[:c] if c else "all goods" for h, c in zip(hs, cut, strict=True)],
-                   dtype=object)
+    out = np.full(len(hs), "all goods", dtype=object)
+    # One slice per HS level, not per row.
+    for c in np.unique(cut[cut > 0]).tolist():
+        m = cut == c
+        out[m] = [("hs " + h[:c]) for h in hs[m].tolist()]
     return out
 
 
@@ -244,12 +248,19 @@ def _sentences(name: str, high: np.ndarray, det, rows: np.ndarray) -> np.ndarray
         scope = (" of " + _level_label(det, lvl[rows], rows)) if lvl is not None else ""
         k, n_ = seen.astype(np.int64).astype(str).astype(object), \
             among.astype(np.int64).astype(str).astype(object)
+        what = np.broadcast_to(np.asarray(what, dtype=object), seen.shape)
+        scope = np.broadcast_to(np.asarray(scope, dtype=object), seen.shape)
+        # Each row gets only its own wording built.
+        never = seen <= 0
+        out = np.empty(len(seen), dtype=object)
+        out[never] = (what[never] + " never seen in " + n_[never] + " training declarations"
+                      + scope[never])
+        met = ~never
         with np.errstate(divide="ignore", invalid="ignore"):
-            share = _pct(np.where(among > 0, seen / among, 0.0))
-        return np.where(seen <= 0,
-                        what + " never seen in " + n_ + " training declarations" + scope,
-                        what + " in " + k + " of " + n_ + " training declarations" + scope
-                        + " (" + share + ")")
+            share = _pct(np.where(among[met] > 0, seen[met] / among[met], 0.0))
+        out[met] = (what[met] + " in " + k[met] + " of " + n_[met] + " training declarations"
+                    + scope[met] + " (" + share + ")")
+        return out
 
     if name.startswith(EXTRA_RARITY):
         col = name[len(EXTRA_RARITY):]

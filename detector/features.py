@@ -456,11 +456,13 @@ class DeclarationFeatures:
         for derived, parts in _DERIVED_FROM.items():
             if derived in names:
                 base = [names.index(f) for f in parts if f in names]
-                v = np.abs(X[:, base]).max(axis=1) if base else np.zeros(len(X))
+                # take(): one pass over the rows (fancy indexing on axis 1 is far slower).
+                v = np.abs(X.take(base, axis=1)).max(axis=1) if base else np.zeros(len(X))
                 if derived == "strongest_deviation":
                     shares = [names.index(f) for f in _SHARES_IN_SUMMARY if f in names]
                     if shares:
-                        doc = np.log1p(_SHARE_TO_Z * np.maximum(X[:, shares], 0.0)).max(axis=1)
+                        doc = np.log1p(_SHARE_TO_Z * np.maximum(X.take(shares, axis=1), 0.0)
+                                       ).max(axis=1)
                         v = np.maximum(v, doc)
                 X[:, names.index(derived)] = v
         return X
@@ -1264,14 +1266,18 @@ class DeclarationFeatures:
         cols["value_vs_history_z"] = np.sign(z) * np.log1p(np.abs(z))
         for derived in _DERIVED_FROM:
             cols[derived] = np.zeros(n)
-        X = np.empty((n, len(self.feature_names_)), dtype=np.float64)
+        # Filled feature by feature into rows of the transpose (contiguous writes), then
+        # laid out row-major once, as the forest reads it.
+        Xt = np.empty((len(self.feature_names_), n), dtype=np.float64)
         neutral = getattr(self, "neutral_", None)
         for j, name in enumerate(self.feature_names_):
             v = np.asarray(cols[name], dtype=np.float64)
             # Missing inputs get the feature's typical value: absence alone is not
             # evidence (where it is, a dedicated feature says so).
             fill = neutral[j] if neutral is not None else np.nan
-            X[:, j] = np.where(np.isfinite(v), v, fill)
+            Xt[j] = np.where(np.isfinite(v), v, fill)
+        X = np.ascontiguousarray(Xt.T)
+        del Xt
         if neutral is None:
             # During fit: neutral values are not known yet; use the column median.
             # Per column, over its finite values; a column with none (an input that is

@@ -88,15 +88,17 @@ def counterfactual_reasons(features, forest, X: np.ndarray, scores: np.ndarray,
     # How far each feature is from typical, in units of its training spread. Rarity,
     # novelty and share features are one-sided: being more common than typical is not a
     # reason for suspicion, so only their upper side counts.
-    diff = X[:, base] - features.neutral_[base]
+    # take() copies the columns in one pass; fancy indexing on axis 1 is ~10x slower.
+    Xb = X.take(base, axis=1)
+    diff = Xb - features.neutral_[base]
     one_sided = np.array([_KIND[names[j]] in _ONE_SIDED for j in base])
-    diff = np.where(one_sided[None, :], np.maximum(diff, 0.0), diff)
+    diff = np.maximum(diff, np.where(one_sided, 0.0, -np.inf))  # one-sided: upper side
     dev = np.abs(diff) / features.spread_[base]
     if require_unusual:
         # A reason must also be unusual on its own terms (outside the typical range it
         # quotes), however much the forest happens to lean on it.
         floor = np.array([_UNUSUAL[_KIND[names[j]]] for j in base])
-        dev = np.where(np.abs(X[:, base]) >= floor[None, :], dev, 0.0)
+        dev = np.where(np.abs(Xb) >= floor[None, :], dev, 0.0)
     # Rows with nothing unusual have no candidates, no extra forest pass and no reasons.
     some = np.flatnonzero((dev > 1e-9).any(axis=1))
     if len(some) == 0:

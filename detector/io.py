@@ -870,10 +870,17 @@ class AtomicWriter:
             df = df.reindex(columns=self._columns)
         return df
 
-    def write(self, df: pd.DataFrame) -> None:
-        """Append one chunk (the first chunk fixes the columns and, for Parquet, types)."""
+    def write(self, df: pd.DataFrame | pa.Table) -> None:
+        """Append one chunk (the first chunk fixes the columns and, for Parquet, types).
+
+        A CSV output also takes a table made by :func:`csv_table` (for pipelines that
+        prepare chunks ahead of writing them): it is written as it is.
+        """
         if self._done:
             raise ValueError(f"AtomicWriter for {self.path} is already closed")
+        if isinstance(df, pa.Table):
+            self._write_csv_table(df)
+            return
         first = self._columns is None
         df = self._check_columns(df)
         fh = self._file.open()
@@ -892,13 +899,10 @@ class AtomicWriter:
             self._write_parquet(df, fh)
         self.rows_written += len(df)
 
-    def write_csv_table(self, table: pa.Table) -> None:
-        """Append a table made by :func:`csv_table` to a CSV output (the first call fixes
-        the columns). For pipelines that prepare chunks ahead of writing them."""
-        if self._done:
-            raise ValueError(f"AtomicWriter for {self.path} is already closed")
+    def _write_csv_table(self, table: pa.Table) -> None:
         if self.format != "csv":
-            raise ValueError(f"write_csv_table needs a CSV output, not {self.path}")
+            raise ValueError(f"an Arrow table (from csv_table) can only be written to a CSV "
+                             f"output, not {self.path}")
         first = self._columns is None
         if first:
             self._columns = list(table.column_names)

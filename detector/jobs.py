@@ -331,7 +331,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
         with out_w as w:
             if n_scored and csv_spill is not None:
                 for table in csv_spill.tables(rank):
-                    w.write_csv_table(table)
+                    w.write(table)
                 _lane_counts(lanes, np.array(lane_names, dtype=object)[
                     np.concatenate(lane_codes)], chunk_rows)
             elif n_scored:

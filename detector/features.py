@@ -351,6 +351,10 @@ def _tokens(text: str) -> list[str]:
 
 def _objects(values) -> np.ndarray:
     """A column as a numpy object array with None for missing (what reasons quote)."""
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.StringDtype):
+        # Text repeats (countries, traders): make one Python string per distinct value.
+        codes, uniq = pd.factorize(values)
+        return np.append(np.asarray(uniq, dtype=object), None)[codes]
     if isinstance(values, pd.Series):
         return values.astype(object).where(values.notna(), None).to_numpy(dtype=object)
     return np.asarray(values, dtype=object)

@@ -129,26 +129,27 @@ class IdTracker:
         # factorizing first (categorize=True), several times faster.
         return pd.util.hash_array(values, categorize=False)
 
-    def _member(self, h: np.ndarray) -> np.ndarray:
+    def _member_sorted(self, hs: np.ndarray) -> np.ndarray:
+        """Membership of sorted hashes: in sorted order, neighbouring binary searches
+        share their path through the (large) table, a few times faster than random."""
         if len(self._hashes) == 0:
-            return np.zeros(len(h), dtype=bool)
-        # Looked up in sorted order, the binary searches of neighbouring hashes share
-        # their path through the (large) table: a few times faster than random order.
-        order = np.argsort(h)
-        hs = h[order]
+            return np.zeros(len(hs), dtype=bool)
         pos = np.searchsorted(self._hashes, hs)
         pos[pos == len(self._hashes)] = 0
-        found = np.empty(len(h), dtype=bool)
-        found[order] = self._hashes[pos] == hs
-        return found
+        return self._hashes[pos] == hs
 
     def check_and_add(self, ids: Iterable[Any]) -> np.ndarray:
         """Mask of ids already seen (earlier calls, or earlier in ``ids``); adds the rest."""
         h = self._hash(ids)
-        dup = self._member(h) | pd.Series(h).duplicated(keep="first").to_numpy()
-        new = np.unique(h[~dup])
-        # Merge into the sorted array: O(n) per chunk, no re-sort of everything seen
-        # (np.insert would sort the positions and copy through a fancy index).
+        # One stable sort serves the lookup, the duplicates within ``ids`` (equal hashes
+        # stay in input order, so the first of a run is the first occurrence) and the
+        # merge of the new hashes, which come out sorted and distinct.
+        order = np.argsort(h, kind="stable")
+        hs = h[order]
+        dup_sorted = self._member_sorted(hs)
+        dup_sorted[1:] |= hs[1:] == hs[:-1]
+        new = hs[~dup_sorted]
+        # Merge into the sorted array: O(n) per chunk, no re-sort of everything seen.
         at = np.searchsorted(self._hashes, new) + np.arange(len(new))
         merged = np.empty(len(self._hashes) + len(new), dtype=np.uint64)
         old = np.ones(len(merged), dtype=bool)
@@ -156,10 +157,12 @@ class IdTracker:
         merged[at] = new
         merged[old] = self._hashes
         self._hashes = merged
+        dup = np.empty(len(h), dtype=bool)
+        dup[order] = dup_sorted
         return dup
 
     def __contains__(self, item: Any) -> bool:
-        return bool(self._member(self._hash([item]))[0])
+        return bool(self._member_sorted(self._hash([item]))[0])
 
     def __len__(self) -> int:
         return len(self._hashes)

@@ -398,9 +398,15 @@ def _check_date(s: pd.Series, fails: _Failures) -> pd.Series:
     else:
         t = _text(s)
         shown = t
+        # Dates repeat (a few hundred distinct in a chunk): parse each distinct text once.
+        codes, uniq = pd.factorize(t)
+        u = pd.Series(uniq, dtype="str")
         # "2026-03-01" or an ISO datetime "2026-03-01T10:00:00" (the time is dropped).
-        iso = t.str.match(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:$|[T ])").to_numpy(dtype=bool, na_value=False)
-        dt = pd.to_datetime(t.str.slice(0, 10).where(iso), format="%Y-%m-%d", errors="coerce")
+        iso = u.str.match(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:$|[T ])").to_numpy(dtype=bool, na_value=False)
+        parsed = pd.to_datetime(u.str.slice(0, 10).where(iso), format="%Y-%m-%d",
+                                errors="coerce").to_numpy()
+        dt = pd.Series(np.append(parsed, np.array(["NaT"], dtype=parsed.dtype))[codes],
+                       index=s.index)
         bad = t.notna().to_numpy() & dt.isna().to_numpy()
         fails.add("date", bad, "date is not a valid YYYY-MM-DD date: " + _show(t[bad]))
     dt = dt.dt.normalize()

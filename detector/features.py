@@ -332,6 +332,40 @@ def _explode(uniq: np.ndarray, split) -> tuple[np.ndarray, list]:
     return np.asarray(owner, dtype=np.int64), items
 
 
+# Declared compositions nearly always come as plain "SiO2:62.5;Al2O3:20": for those,
+# splitting at ";" and ":" gives exactly what _parse_composition finds, and Arrow's string
+# kernels do it for all of them at once (RE2 anchors: "$" is the very end of the text).
+_PLAIN_COMPOSITION = (r"^[A-Za-z0-9]+:[0-9]+(?:\.[0-9]+)?"
+                      r"(?:;[A-Za-z0-9]+:[0-9]+(?:\.[0-9]+)?)*$")
+
+
+def _composition_items(uniq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(owner, component names, percentages) of the unique composition texts: the same
+    items, in the same order, as ``_explode(uniq, _parse_composition)``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(uniq) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, dtype=str), np.zeros(0)
+    texts = pa.array(uniq.tolist(), type=pa.string())
+    plain = pc.match_substring_regex(texts, _PLAIN_COMPOSITION).to_numpy(zero_copy_only=False)
+    fast = np.flatnonzero(plain)
+    parts = pc.split_pattern(texts.take(pa.array(fast)), ";")
+    pairs = pc.split_pattern(pc.list_flatten(parts), ":")
+    owner = [np.repeat(fast, pc.list_value_length(parts).to_numpy(zero_copy_only=False))]
+    names = [pc.list_element(pairs, 0).to_numpy(zero_copy_only=False)]
+    pct = [pc.cast(pc.list_element(pairs, 1), pa.float64()).to_numpy(zero_copy_only=False)]
+    slow = np.flatnonzero(~plain)
+    if len(slow):
+        o, items = _explode(uniq[slow], _parse_composition)
+        owner.append(slow[o])
+        names.append(np.asarray([c for c, _ in items], dtype=object))
+        pct.append(np.asarray([v for _, v in items], dtype=float))
+    owner_, names_, pct_ = np.concatenate(owner), np.concatenate(names), np.concatenate(pct)
+    order = np.argsort(owner_, kind="stable")  # items grouped by owner, in text order
+    return owner_[order], names_[order].astype(str), pct_[order]
+
+
 def _expand(owner: np.ndarray, n_uniq: int, row_u: np.ndarray):
     """Join rows to the items of their unique text, in numpy (no pandas merge).
 
@@ -355,6 +389,10 @@ def _tokens(text: str) -> list[str]:
 
 def _objects(values) -> np.ndarray:
     """A column as a numpy object array with None for missing (what reasons quote)."""
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.StringDtype):
+        # Text repeats (countries, traders): make one Python string per distinct value.
+        codes, uniq = pd.factorize(values)
+        return np.append(np.asarray(uniq, dtype=object), None)[codes]
     if isinstance(values, pd.Series):
         return values.astype(object).where(values.notna(), None).to_numpy(dtype=object)
     return np.asarray(values, dtype=object)
@@ -461,11 +499,13 @@ class DeclarationFeatures:
         for derived, parts in _DERIVED_FROM.items():
             if derived in names:
                 base = [names.index(f) for f in parts if f in names]
-                v = np.abs(X[:, base]).max(axis=1) if base else np.zeros(len(X))
+                # take(): one pass over the rows (fancy indexing on axis 1 is far slower).
+                v = np.abs(X.take(base, axis=1)).max(axis=1) if base else np.zeros(len(X))
                 if derived == "strongest_deviation":
                     shares = [names.index(f) for f in _SHARES_IN_SUMMARY if f in names]
                     if shares:
-                        doc = np.log1p(_SHARE_TO_Z * np.maximum(X[:, shares], 0.0)).max(axis=1)
+                        doc = np.log1p(_SHARE_TO_Z * np.maximum(X.take(shares, axis=1), 0.0)
+                                       ).max(axis=1)
                         v = np.maximum(v, doc)
                 X[:, names.index(derived)] = v
         return X
@@ -1136,9 +1176,7 @@ class DeclarationFeatures:
         n = len(r["hs"])
         comp_codes, comp_uniq = _factorize(r["composition"])
         declares = comp_codes >= 0
-        owner, items = _explode(comp_uniq, _parse_composition)
-        names = np.asarray([c for c, _ in items], dtype=str)
-        pct = np.asarray([p for _, p in items], dtype=float)
+        owner, names, pct = _composition_items(comp_uniq)
         # Presence surprisal: declaring where it is not customary, or not where it is.
         lvl_i = self._level_choice(r, "cnt|{lvl}", np.ones(n) if loo else None)
         p_decl = np.full(n, (t["comp|all"][0] + 0.5) / (t["comp|all"][1] + 1.0))
@@ -1187,7 +1225,10 @@ class DeclarationFeatures:
             is_foreign = freq < max(self.foreign_share, 0.02)
             tot = np.bincount(rows, p, minlength=n)
             fsum = np.bincount(rows, p * is_foreign, minlength=n)
-            is_re_u = np.asarray([bool(_RE_PATTERN.match(x)) for x in names.tolist()])
+            # A few dozen distinct component names: match each once.
+            name_codes, name_uniq = pd.factorize(names)
+            is_re_u = np.asarray([bool(_RE_PATTERN.match(x)) for x in name_uniq.tolist()],
+                                 dtype=bool)[name_codes]
             is_re = is_re_u[item] if len(item) else np.zeros(0, bool)
             del item_names
             resum = np.bincount(rows, p * is_re, minlength=n)
@@ -1352,14 +1393,18 @@ class DeclarationFeatures:
         cols["value_vs_history_z"] = np.sign(z) * np.log1p(np.abs(z))
         for derived in _DERIVED_FROM:
             cols[derived] = np.zeros(n)
-        X = np.empty((n, len(self.feature_names_)), dtype=np.float64)
+        # Filled feature by feature into rows of the transpose (contiguous writes), then
+        # laid out row-major once, as the forest reads it.
+        Xt = np.empty((len(self.feature_names_), n), dtype=np.float64)
         neutral = getattr(self, "neutral_", None)
         for j, name in enumerate(self.feature_names_):
             v = np.asarray(cols[name], dtype=np.float64)
             # Missing inputs get the feature's typical value: absence alone is not
             # evidence (where it is, a dedicated feature says so).
             fill = neutral[j] if neutral is not None else np.nan
-            X[:, j] = np.where(np.isfinite(v), v, fill)
+            Xt[j] = np.where(np.isfinite(v), v, fill)
+        X = np.ascontiguousarray(Xt.T)
+        del Xt
         if neutral is None:
             # During fit: neutral values are not known yet; use the column median.
             # Per column, over its finite values; a column with none (an input that is

@@ -27,9 +27,10 @@ import gzip
 import json
 import os
 import secrets
+import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from io import StringIO
+from io import BytesIO, StringIO
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
@@ -54,6 +55,7 @@ __all__ = [
     "read_header",
     "AtomicWriter",
     "write_table",
+    "csv_table",
     "atomic_write_text",
     "atomic_write_bytes",
 ]
@@ -334,6 +336,161 @@ def _iter_csv(path: Path, names: list[str], encoding: str, chunk_rows: int | Non
         raise InputError(f"INPUT {path} cannot be read: {exc}") from None
 
 
+# --- fast chunked CSV reading --------------------------------------------------------------
+# pandas 3 parses a CSV several times faster when it infers the column types than when it
+# is told dtype="str": inferred text becomes Arrow strings inside the (threaded) parser,
+# while an explicit dtype takes a slow per-value conversion afterwards. Inference is exact
+# for text whenever it yields a str column (the values are the characters as written);
+# only a column that looks numeric or boolean ("030490", "True") loses its text, and such
+# columns are read again, explicitly as str, from the same bytes.
+#
+# To read the same bytes twice, the file is cut into chunks of exactly ``chunk_rows`` data
+# rows here, at record ends (newlines outside quotes), and each chunk is parsed on its
+# own. The chunks hold the same rows as pandas' chunked reader would give, so everything
+# downstream is unchanged. Anything this cutter does not model exactly (another encoding,
+# a bare "\r" line end, a parse error, ...) hands over to the pandas reader, which then
+# produces the rows, or the error message, exactly as before.
+_BLOCK_BYTES = 4 << 20
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[[ord(" "), ord("\t"), ord("\r"), ord("\n")]] = True
+
+
+class _Unsupported(Exception):
+    """The fast reader cannot vouch for this input: the pandas reader takes over."""
+
+
+def _record_ends(a: np.ndarray, final: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(end position, blank?) of each complete record in ``a`` (uint8), which starts at a
+    record start. A record ends at a newline preceded by an even number of quotes;
+    pandas skips blank and whitespace-only lines (``skip_blank_lines``)."""
+    if len(a) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    quotes = np.flatnonzero(a == ord('"'))
+    nl = np.flatnonzero(a == ord("\n"))
+    ends = nl[np.searchsorted(quotes, nl) % 2 == 0]
+    cr = np.flatnonzero(a == ord("\r"))
+    # A "\r" not followed by "\n" ends a line for pandas too (old Mac files): not modelled.
+    lone = cr[cr + 1 < len(a)]
+    if (a[lone + 1] != ord("\n")).any() or (final and len(cr) and cr[-1] == len(a) - 1):
+        raise _Unsupported
+    if final and (len(ends) == 0 or ends[-1] != len(a) - 1) and len(a):
+        ends = np.append(ends, len(a))  # last record without a newline
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    # A line is blank when it holds only spaces, tabs and "\r": only lines that start
+    # with one of those (rare in real files) need a closer look.
+    blank = starts >= ends
+    maybe = np.flatnonzero(~blank & _WHITESPACE[a[np.minimum(starts, len(a) - 1)]])
+    for i in maybe.tolist():
+        blank[i] = not bytes(a[starts[i]:ends[i]]).strip(b" \t\r")
+    return ends, blank
+
+
+def _csv_byte_chunks(fh: IO[bytes], chunk_rows: int) -> Iterator[tuple[list[bytes], int]]:
+    """The header record, then chunks of ``chunk_rows`` non-blank records (the last one
+    shorter), each as (pieces of bytes, number of data rows).
+
+    Each byte is scanned once: a block is scanned together with the unfinished record
+    before it only, and the complete records are set aside (not copied) until a chunk
+    is full.
+    """
+    pieces: list[bytes] = []  # complete records of the chunk being filled
+    have = 0  # data rows in ``pieces``
+    tail = b""  # an unfinished record (or, before the header, everything so far)
+    header_done = False
+    while True:
+        block = fh.read(_BLOCK_BYTES)
+        final = not block
+        buf = tail + block
+        ends, blank = _record_ends(np.frombuffer(buf, dtype=np.uint8), final)
+        counted = np.cumsum(~blank)
+        pos, done = 0, 0
+        if not header_done:
+            solid = np.flatnonzero(~blank)
+            if len(solid) == 0:
+                if final:
+                    raise _Unsupported
+                tail = buf
+                continue
+            # The header is the first non-blank line, for pandas as for read_header.
+            pos, done = int(ends[solid[0]]) + 1, int(counted[solid[0]])
+            yield [buf[:pos]], 0
+            header_done = True
+        while len(counted) and have + int(counted[-1]) - done >= chunk_rows:
+            i = int(np.searchsorted(counted, done + chunk_rows - have))
+            cut = int(ends[i]) + 1
+            yield [*pieces, buf[pos:cut]], chunk_rows
+            pieces, have, pos, done = [], 0, cut, int(counted[i])
+        last = int(ends[-1]) + 1 if len(ends) else 0
+        if last > pos:
+            pieces.append(buf[pos:last])
+            have += int(counted[-1]) - done
+        tail = buf[max(last, pos):]
+        if final:
+            if have > 0:
+                yield pieces, have
+            return
+
+
+def _parse_chunk(data: bytes, names: list[str], encoding: str, usecols: list[str] | None,
+                 na_values: dict) -> pd.DataFrame:
+    # ``data`` starts with the header line, so that pandas checks each line's field count
+    # against it exactly as when it reads the whole file.
+    read = dict(header=0, names=names, index_col=False, keep_default_na=False,
+                encoding=encoding, skip_blank_lines=True)
+    text = [n for n in (usecols or names) if n in _TEXT_COLUMNS]
+    # hs_code looks numeric in every file: ask for text directly.
+    df = pd.read_csv(BytesIO(data), usecols=usecols, dtype={"hs_code": "str"},
+                     na_values={k: v for k, v in na_values.items()
+                                if usecols is None or k in usecols}, **read)
+    again = [n for n in text if df[n].dtype != _STR]
+    if again:
+        redo = pd.read_csv(BytesIO(data), usecols=again, dtype=dict.fromkeys(again, "str"),
+                           **read)
+        if len(redo) != len(df):
+            raise _Unsupported
+        for n in again:
+            df[n] = redo[n]
+    return df
+
+
+_STR = pd.StringDtype(na_value=np.nan)
+
+
+def _iter_csv_fast(path: Path, names: list[str], encoding: str, chunk_rows: int,
+                   usecols: list[str] | None = None):
+    na_values = {n: list(_NA_TOKENS) for n in names if n not in _TEXT_COLUMNS}
+    yielded = 0
+    try:
+        if encoding != "utf-8-sig":
+            raise _Unsupported
+        with _open_binary(path) as fh:
+            chunks = _csv_byte_chunks(fh, chunk_rows)
+            (header,), _ = next(chunks)
+            head = header.decode("utf-8-sig")
+            # read_header skips a line of empty cells (",,,"), pandas would not.
+            if not any(cell.strip() for cell in next(csv.reader(StringIO(head)), [])):
+                raise _Unsupported
+            for data, rows in chunks:
+                with warnings.catch_warnings():
+                    # pandas only warns when a chunk's first line is too long (it could
+                    # be an index column); in the whole file that line is an error.
+                    warnings.simplefilter("error", pd.errors.ParserWarning)
+                    df = _parse_chunk(b"".join([header, *data]), names, encoding, usecols,
+                                      na_values)
+                if len(df) != rows:  # the cutter and pandas disagree on what a row is
+                    raise _Unsupported
+                yielded += 1
+                yield df
+        if yielded == 0:
+            raise _Unsupported  # no data rows: let pandas word it
+    except (_Unsupported, StopIteration, pd.errors.ParserWarning, UnicodeDecodeError, ValueError, OSError, EOFError, zlib.error,
+            csv.Error, pd.errors.ParserError, pd.errors.EmptyDataError):
+        # The pandas reader reproduces the rows already yielded (same cuts): skip them.
+        for i, df in enumerate(_iter_csv(path, names, encoding, chunk_rows, usecols)):
+            if i >= yielded:
+                yield df
+
+
 def _iter_jsonl(path: Path, encoding: str, chunk_rows: int | None):
     # Lines are grouped here (not by pandas) so that a bad line can be reported by number.
     first_line = 1
@@ -432,7 +589,8 @@ def _iter(
     enc = _real_encoding(encoding)
     keep = None if usecols is None else [n for n in names if n in set(usecols)]
     if fmt == "csv":
-        chunks = _iter_csv(p, names, enc, chunk_rows, keep)
+        chunks = (_iter_csv(p, names, enc, chunk_rows, keep) if chunk_rows is None else
+                  _iter_csv_fast(p, names, enc, chunk_rows, keep))
     elif fmt == "jsonl":
         chunks = _iter_jsonl(p, enc, chunk_rows)
     else:
@@ -574,19 +732,25 @@ def _is_text_dtype(dtype: Any) -> bool:
     return pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
 
 
+_LIST_TYPES = (list, tuple, np.ndarray)
+
+
 def _list_mask(s: pd.Series) -> np.ndarray:
-    return s.map(type).isin((list, tuple, np.ndarray)).to_numpy(dtype=bool)
+    return np.fromiter((type(v) in _LIST_TYPES for v in s.to_numpy(dtype=object)), bool,
+                       len(s))
+
+
+def _join_one(v: Any) -> str:
+    try:
+        return LIST_SEPARATOR.join(v)
+    except TypeError:  # items that are not strings are written as str() of each
+        return LIST_SEPARATOR.join(map(str, v))
 
 
 def _join_lists(s: pd.Series, mask: np.ndarray) -> pd.Series:
-    s = s.astype(object)
-    joined = s[mask].str.join(LIST_SEPARATOR)
-    # str.join gives NaN for lists holding non-strings: stringify those items instead.
-    bad = joined.isna() & s[mask].notna()
-    if bad.any():
-        joined[bad] = s[mask][bad].map(lambda v: LIST_SEPARATOR.join(map(str, v)))
-    s[mask] = joined
-    return s
+    values = s.to_numpy(dtype=object).copy()
+    values[mask] = [_join_one(v) for v in values[mask].tolist()]
+    return pd.Series(values, index=s.index, dtype=object)
 
 
 def _neutralise(s: pd.Series) -> pd.Series:
@@ -613,6 +777,10 @@ def _csv_safe(df: pd.DataFrame) -> pd.DataFrame:
             lists = _list_mask(s)
             if lists.any():
                 s = _join_lists(s, lists)
+            if pd.api.types.infer_dtype(s, skipna=True) == "string":
+                # Text only: as Arrow strings (what the writer makes of it anyway), the
+                # formula check runs in C instead of once per Python object.
+                s = s.astype("str")
         safe.isetitem(i, _neutralise(s))
     # Header names come from the user too.
     header = pd.Series([str(c) for c in df.columns], dtype=object)
@@ -630,6 +798,19 @@ def _arrow_schema(table: pa.Table) -> pa.Schema:
             f = f.with_type(pa.list_(pa.large_string()))
         fields.append(f)
     return pa.schema(fields, metadata=table.schema.metadata)
+
+
+def csv_table(df: pd.DataFrame) -> pa.Table:
+    """``df`` as a CSV output writes it: lists joined, formulas defused, text as Arrow
+    strings (see :class:`AtomicWriter`)."""
+    safe = _csv_safe(df)
+    # Object columns become text first: pyarrow guesses no types.
+    table = pa.Table.from_pandas(
+        safe.astype({c: "str" for c, t in safe.dtypes.items()
+                     if pd.api.types.is_object_dtype(t)}), preserve_index=False)
+    return table.cast(pa.schema([
+        pa.field(f.name, pa.string()) if pa.types.is_large_string(f.type) or
+        pa.types.is_string(f.type) else f for f in table.schema]))
 
 
 class AtomicWriter:
@@ -689,16 +870,23 @@ class AtomicWriter:
             df = df.reindex(columns=self._columns)
         return df
 
-    def write(self, df: pd.DataFrame) -> None:
-        """Append one chunk (the first chunk fixes the columns and, for Parquet, types)."""
+    def write(self, df: pd.DataFrame | pa.Table) -> None:
+        """Append one chunk (the first chunk fixes the columns and, for Parquet, types).
+
+        A CSV output also takes a table made by :func:`csv_table` (for pipelines that
+        prepare chunks ahead of writing them): it is written as it is.
+        """
         if self._done:
             raise ValueError(f"AtomicWriter for {self.path} is already closed")
+        if isinstance(df, pa.Table):
+            self._write_csv_table(df)
+            return
         first = self._columns is None
         df = self._check_columns(df)
         fh = self._file.open()
         if self.format == "csv":
             if len(df) or first:
-                self._write_csv(_csv_safe(df), fh, first)
+                self._write_csv(csv_table(df), fh, first)
         elif self.format == "jsonl":
             if len(df):
                 text = df.to_json(
@@ -711,18 +899,26 @@ class AtomicWriter:
             self._write_parquet(df, fh)
         self.rows_written += len(df)
 
+    def _write_csv_table(self, table: pa.Table) -> None:
+        if self.format != "csv":
+            raise ValueError(f"an Arrow table (from csv_table) can only be written to a CSV "
+                             f"output, not {self.path}")
+        first = self._columns is None
+        if first:
+            self._columns = list(table.column_names)
+        elif table.column_names != self._columns:
+            raise ValueError(f"every chunk written to {self.path} must have the first "
+                             f"chunk's columns {self._columns[:5]}")
+        if table.num_rows or first:
+            self._write_csv(table, self._file.open(), first)
+        self.rows_written += table.num_rows
+
     @staticmethod
-    def _write_csv(safe: pd.DataFrame, fh: IO[bytes], header: bool) -> None:
+    def _write_csv(table: pa.Table, fh: IO[bytes], header: bool) -> None:
         # pyarrow's writer is C++ and several times faster than to_csv. It quotes every
         # text cell, so a cell holding "\r" or "\n" can never split a row; numbers are
         # written in their shortest exact form (read back bit for bit) and missing values
-        # as empty cells. Object columns become text first: pyarrow guesses no types.
-        table = pa.Table.from_pandas(
-            safe.astype({c: "str" for c, t in safe.dtypes.items()
-                         if pd.api.types.is_object_dtype(t)}), preserve_index=False)
-        table = table.cast(pa.schema([
-            pa.field(f.name, pa.string()) if pa.types.is_large_string(f.type) or
-            pa.types.is_string(f.type) else f for f in table.schema]))
+        # as empty cells.
         pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=header,
                                                      quoting_style="needed"))
 

@@ -7,6 +7,8 @@ callback so that the CLI can draw it on stderr while stdout stays machine-readab
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import tempfile
 import time
@@ -19,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, SchemaError
-from .io import AtomicWriter, iter_tables, read_table
+from .io import AtomicWriter, csv_table, iter_tables, read_table
 from .model import DeclarationModel, load_model
 from .schema import load_column_mapping
 from .validate import IdTracker, summarise_rejects, validate
@@ -90,14 +92,16 @@ def train_file(input, output, *, columns=None, budget: float = 0.01, lanes=None,
             "seconds": round(time.time() - started, 3)}
 
 
-def _burst_context(input, mapping, encoding, chunk_rows) -> tuple[pd.Series, int]:
+def _burst_context(input, mapping, encoding, chunk_rows, header) -> tuple[pd.Series, int]:
     """Pre-pass over three columns: whole-file parcel bursts, and the row count."""
     from .features import DeclarationFeatures
 
     parts, rows = [], 0
-    for chunk in iter_tables(input, mapping, chunk_rows, encoding=encoding,
-                             usecols=("exporter_id", "date", "transport_mode",
-                                      "declaration_id")):
+    burst = ("exporter_id", "date", "transport_mode")
+    # Bursts need all three columns; without them the pass only counts rows, and one
+    # column is enough for that.
+    usecols = burst if all(c in header for c in burst) else ("declaration_id",)
+    for chunk in iter_tables(input, mapping, chunk_rows, encoding=encoding, usecols=usecols):
         rows += len(chunk)
         ctx = DeclarationFeatures.burst_context(chunk)
         if len(ctx):
@@ -132,6 +136,74 @@ def _worker_score(valid: pd.DataFrame) -> pd.DataFrame:
     return _WORKER["model"].score_valid(valid, _WORKER["context"])
 
 
+class _CsvSpill:
+    """Scored chunks kept on disk until their rank is known, already in the form the CSV
+    writer writes (:func:`~detector.io.csv_table`) and as Arrow IPC: the last pass only
+    inserts the rank column, with no Parquet decoding and no pandas on the way out."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
+        self.path = path
+        self.rank_at = columns.index("rank")
+        self.columns = [c for c in columns if c != "rank"]
+        self._writer = None
+        self._sink = None
+
+    def add(self, scored: pd.DataFrame) -> None:
+        import pyarrow as pa
+
+        table = csv_table(scored[self.columns].reset_index(drop=True))
+        if self._writer is None:
+            self._sink = pa.OSFile(str(self.path), "wb")
+            self._writer = pa.ipc.new_stream(
+                self._sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4"))
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = None
+
+    def tables(self, rank: np.ndarray):
+        """The spilled tables in order, each with its slice of ``rank`` inserted."""
+        import pyarrow as pa
+
+        start = 0
+        with pa.OSFile(str(self.path), "rb") as src:
+            for batch in pa.ipc.open_stream(src):
+                n = batch.num_rows
+                table = pa.Table.from_batches([batch]).add_column(
+                    self.rank_at, "rank", pa.array(rank[start:start + n]))
+                start += n
+                yield table
+
+
+def _lane_counts(lanes: dict[str, int], lane: np.ndarray, batch_rows: int) -> None:
+    """Add the lane counts of ``lane`` to ``lanes``, batch by batch: the order of the
+    keys (the summary's) is that of ``value_counts`` on each batch of the output."""
+    for start in range(0, len(lane), batch_rows):
+        for k, v in pd.Series(lane[start:start + batch_rows], dtype="str").value_counts().items():
+            lanes[str(k)] = lanes.get(str(k), 0) + int(v)
+
+
+@contextlib.contextmanager
+def _rare_gc(first_generation: int = 50_000):
+    """Run the cyclic garbage collector less often inside the block.
+
+    Scoring allocates many short-lived containers (lists of reasons, object arrays) while
+    the chunk and the model keep many alive; at the default threshold (700) the collector
+    re-walks those live objects every few hundred allocations. Cycles are rare here, so
+    collecting less often costs no memory to speak of.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(first_generation, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+@_rare_gc()
 def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, columns=None,
                chunk_rows: int = _CHUNK_ROWS, force: bool = False, encoding: str = "utf-8",
                progress: Progress = None, on_total: Callable[[int], None] | None = None,
@@ -142,9 +214,10 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     validates chunk by chunk and scores the chunks (in ``workers`` processes when more
     than one: about a quarter faster on 2 cores, at the cost of one more process's
     memory each, so one process is the default), spilling results in input order to
-    a temporary Parquet file and keeping only the scores in memory (8 bytes a row). Pass
-    3 ranks the scores and streams the results, with their rank, to the output. Outputs
-    appear only complete, and are the same whatever the number of workers.
+    a temporary file (CSV-ready Arrow tables for a CSV output, Parquet otherwise) and
+    keeping only the scores in memory (8 bytes a row, plus 1 for the lane). Pass 3 ranks
+    the scores and streams the results, with their rank, to the output. Outputs appear
+    only complete, and are the same whatever the number of workers.
     """
     started = time.time()
     if not isinstance(model, DeclarationModel):
@@ -164,7 +237,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     if absent:
         raise SchemaError(f"INPUT {input} lacks column(s) {absent} that this model was trained "
                           "with as extra agency columns; add them or map them with --columns")
-    context, total = _burst_context(input, mapping, encoding, chunk_rows)
+    context, total = _burst_context(input, mapping, encoding, chunk_rows, header)
     if on_total is not None:
         on_total(total)
     if int(workers) < 1:
@@ -176,6 +249,13 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     tmp_dir = tempfile.mkdtemp(prefix=".detector-", dir=out_path.parent if
                                out_path.parent.exists() else None)
     spill = Path(tmp_dir) / "scored.parquet"
+    # A CSV output (the common case) spills CSV-ready Arrow tables; other formats go
+    # through a Parquet spill and the generic writer.
+    csv_spill = _CsvSpill(Path(tmp_dir) / "scored.arrow", model.output_columns) if \
+        out_w.format == "csv" else None
+    lane_codes: list[np.ndarray] = []
+    lane_names: list[str] = []
+    flagged = random_selected = 0
     rej_w.__enter__()
     pool = None
     try:
@@ -193,12 +273,24 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
             pending: deque = deque()
 
             def drain(keep: int) -> None:
-                nonlocal n_scored
+                nonlocal n_scored, flagged, random_selected
                 while len(pending) > keep:
                     fut, n_chunk = pending.popleft()
                     scored = fut.result() if pool is not None and fut is not None else fut
                     if scored is not None:
-                        spill_w.write(scored.reset_index(drop=True))
+                        if csv_spill is None:
+                            spill_w.write(scored.reset_index(drop=True))
+                        else:
+                            csv_spill.add(scored)
+                            flagged += int(scored["flagged"].sum())
+                            random_selected += int(scored["random_selected"].sum())
+                            # Lanes as small codes (1 byte a row) for the summary's counts.
+                            codes, names = pd.factorize(scored["lane"].to_numpy(dtype=object))
+                            for name in names:
+                                if name not in lane_names:
+                                    lane_names.append(name)
+                            lane_codes.append(np.array([lane_names.index(x) for x in names],
+                                                       dtype=np.int8)[codes])
                         scores.append(scored[model.rank_column].to_numpy())
                         n_scored += len(scored)
                     if progress is not None:
@@ -227,13 +319,22 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
             raise RuntimeError(f"internal error: {rows_in} rows in but {n_scored} scored + "
                                f"{n_rejected} rejected")
         s = np.concatenate(scores) if scores else np.zeros(0)
+        scores.clear()  # the per-chunk copies: the largest input's peak is here
         order = np.argsort(-s, kind="stable")
-        rank = np.empty(len(s), dtype=np.int64)
-        rank[order] = np.arange(1, len(s) + 1)
+        del s
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(1, len(order) + 1)
+        del order
         lanes: dict[str, int] = {}
-        flagged = random_selected = 0
+        if csv_spill is not None:
+            csv_spill.close()
         with out_w as w:
-            if n_scored:
+            if n_scored and csv_spill is not None:
+                for table in csv_spill.tables(rank):
+                    w.write(table)
+                _lane_counts(lanes, np.array(lane_names, dtype=object)[
+                    np.concatenate(lane_codes)], chunk_rows)
+            elif n_scored:
                 import pyarrow.parquet as pq
 
                 start = 0
@@ -255,6 +356,8 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
         rej_w.__exit__(type(exc), exc, exc.__traceback__)
         raise
     finally:
+        if csv_spill is not None:
+            csv_spill.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         for f in Path(tmp_dir).glob("*"):

@@ -452,3 +452,21 @@ def test_whole_dataset_tables_from_parts_equal_a_local_fit():
     alone = make().fit(sample)
     assert not all(np.array_equal(alone.tables_[k], v) for k, v in local.tables_.items()
                    if k.endswith("|med"))
+
+
+def test_composition_items_equal_the_parser_item_for_item() -> None:
+    """The bulk split of plain compositions gives _parse_composition's items exactly
+    (names, bit-identical percentages, order); other texts still go through the parser."""
+    from detector.features import _composition_items, _explode, _parse_composition
+
+    texts = ["SiO2:62.5;Na2O:29.8;H2O:7.6", "Cu:100.0", "SiO2:68; Al2O3: 20% ;junk;Nd2O3:x",
+             "a:1;", "a:1;;b:2", ":5", "x:1e3", "x:-1", "Cu:100.0\n", "Cu:1 ", "\xe9:1",
+             "a:1:2", "a:.5", "a:5.", "A:1;B:2;C", "n:1e400", "Nd2O3:0.1000000000000000055511",
+             "La2O3:12.5;CeO2:30;Fe:57.5", "no components here"]
+    uniq = np.asarray(texts, dtype=str)
+    owner, items = _explode(uniq, _parse_composition)
+    got_owner, got_names, got_pct = _composition_items(uniq)
+    np.testing.assert_array_equal(got_owner, owner)
+    np.testing.assert_array_equal(got_names, np.asarray([c for c, _ in items], dtype=str))
+    want_pct = np.asarray([p for _, p in items], dtype=float)
+    np.testing.assert_array_equal(got_pct.view(np.int64), want_pct.view(np.int64))

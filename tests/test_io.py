@@ -370,3 +370,68 @@ def test_writer_output_folder_and_extension_checked_early(tmp_path: Path) -> Non
     with pytest.raises(InputError, match="unknown file type"):
         AtomicWriter(tmp_path / "o.xlsx")
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- fast CSV reader
+
+_TRICKY_CELLS = ["", " ", "NA", "nan", "True", "False", "1", "03", "1.5", "1e400", "-0", "abc",
+                 '"q,uoted"', '"multi\nline"', '"multi\r\nline"', '"say ""hi"""', "  x  ",
+                 "030490", "CN", "2025-01-01", "post", "12345678901234567890", "#N/A",
+                 "0.1000000000000000055511151231257827", "caf\xe9"]
+
+
+def _tricky_csv(rng: np.random.Generator) -> str:
+    cols = ["declaration_id", "hs_code", "origin_country", "net_mass_kg", "customs_value",
+            "description", "exporter_id", "date", "transport_mode", "packages", "extra"]
+    lines = [",".join(cols)]
+    if rng.random() < 0.2:
+        lines.insert(0, "")
+    for _ in range(int(rng.integers(0, 25))):
+        r = rng.random()
+        if r < 0.1:
+            lines.append(str(rng.choice(["", "   ", " \t"])))
+            continue
+        n = len(cols) if rng.random() < 0.95 else int(rng.integers(1, len(cols) + 3))
+        lines.append(",".join(str(rng.choice(_TRICKY_CELLS)) if rng.random() < 0.4
+                              else str(rng.integers(0, 9999)) for _ in range(n)))
+    sep = "\r\n" if rng.random() < 0.3 else "\n"
+    return sep.join(lines) + (sep if rng.random() < 0.7 else "")
+
+
+def _outcome(fn):
+    try:
+        return fn()
+    except (InputError, SchemaError) as exc:
+        return type(exc).__name__, str(exc)
+
+
+@pytest.mark.filterwarnings("ignore::pandas.errors.ParserWarning")
+def test_fast_csv_chunks_equal_pandas_chunked_reader(tmp_path: Path, monkeypatch) -> None:
+    """The byte-cutting reader gives the very frames (values, dtypes, index) or the very
+    error that pandas' own chunked reader gives, on blank lines, quoted newlines, CRLF,
+    ragged lines, numeric-looking text and junk numbers."""
+    import detector.io as dio
+
+    def pandas_chunks(path, usecols, rows):
+        with monkeypatch.context() as m:
+            m.setattr(dio, "_iter_csv_fast", lambda p, n, e, c, k=None: dio._iter_csv(p, n, e, c, k))
+            return _outcome(lambda: list(iter_tables(path, chunk_rows=rows, usecols=usecols)))
+
+    rng = np.random.default_rng(4)
+    files = [_csv(tmp_path, _tricky_csv(rng), f"t{i}.csv") for i in range(40)]
+    files += sorted((Path(__file__).parent / "data" / "bad").glob("*.csv"))
+    for i, path in enumerate(files):
+        usecols = ("declaration_id", "date", "exporter_id", "transport_mode") if i % 3 == 0 \
+            else None
+        for rows in (1, 2, 5, 1000):
+            # Tiny read blocks put record ends and quoted newlines across block edges.
+            monkeypatch.setattr(dio, "_BLOCK_BYTES", 7 if rows == 2 else 4 << 20)
+            want = pandas_chunks(path, usecols, rows)
+            got = _outcome(lambda p=path, r=rows, u=usecols: list(iter_tables(
+                p, chunk_rows=r, usecols=u)))
+            if isinstance(want, tuple) or isinstance(got, tuple):
+                assert got == want, path
+                continue
+            assert len(got) == len(want), path
+            for g, w in zip(got, want, strict=True):
+                pd.testing.assert_frame_equal(g, w)

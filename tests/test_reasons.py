@@ -145,3 +145,17 @@ def test_explain_lists_every_feature(model, test_df):
     assert drops == sorted(drops, reverse=True)
     with pytest.raises(KeyError):
         model.explain(test_df, "NO-SUCH-ID")
+
+
+@pytest.mark.parametrize("n", [5, 500])
+def test_pct_formats_each_value_once_as_before(n: int) -> None:
+    """_pct picks the value (rounded or not) first and formats it once: the text is what
+    formatting both versions and picking per row gave."""
+    from detector.reasons import _num, _pct
+
+    rng = np.random.default_rng(n)
+    x = np.concatenate([rng.uniform(-0.02, 0.02, n), rng.lognormal(0, 3, n) / 100,
+                        [0.0, np.nan, np.inf, -np.inf, 0.005, 0.0049999, 1e-9]])
+    y = x * 100
+    want = np.where(np.abs(y) < 1, _num(y), _num(np.round(y))).astype(object) + "%"
+    assert _pct(x).tolist() == want.tolist()

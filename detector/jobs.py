@@ -103,13 +103,8 @@ def _burst_context(input, mapping, encoding, chunk_rows, header) -> tuple[pd.Ser
     usecols = burst if all(c in header for c in burst) else ("declaration_id",)
     for chunk in iter_tables(input, mapping, chunk_rows, encoding=encoding, usecols=usecols):
         rows += len(chunk)
-        ctx = DeclarationFeatures.burst_context(chunk)
-        if len(ctx):
-            parts.append(ctx)
-    if not parts:
-        return pd.Series(dtype="int64"), rows
-    ctx = pd.concat(parts)
-    return ctx.groupby(level=[0, 1]).sum(), rows
+        parts.append(DeclarationFeatures.burst_context(chunk))
+    return DeclarationFeatures.merge_contexts(parts), rows
 
 
 # --- parallel chunk scoring -----------------------------------------------------------------

@@ -396,6 +396,22 @@ def _run(code: str, env: dict[str, str] | None = None) -> str:
     return proc.stdout
 
 
+def _state_and_rows(tmp_path, packed: PackedForest, X: np.ndarray) -> str:
+    """Save a packed forest and rows; return code that loads them in a fresh process as
+    ``p`` (a PackedForest on the default backend) and ``X``."""
+    np.savez(tmp_path / "state.npz", **packed.to_state())
+    np.save(tmp_path / "X.npy", X)
+    return f"""
+        import sys
+        import numpy as np
+        from detector.forest import PackedForest
+        with np.load({str(tmp_path / "state.npz")!r}) as z:
+            state = {{k: (z[k] if z[k].ndim else z[k].item()) for k in z.files}}
+        p = PackedForest.from_state(state)
+        X = np.load({str(tmp_path / "X.npy")!r})
+        """
+
+
 def test_import_does_not_load_sklearn_or_numba():
     out = _run(
         """
@@ -412,17 +428,9 @@ def test_no_numba_env_in_subprocess(tmp_path, data):
     test = test.copy()
     test[5, 2] = np.nan
     packed = PackedForest.from_sklearn(_fit(train, n_estimators=40, max_features=0.5), backend="numba")
-    np.savez(tmp_path / "state.npz", **packed.to_state())
-    np.save(tmp_path / "X.npy", test)
     out = _run(
-        f"""
-        import sys
-        import numpy as np
-        from detector.forest import PackedForest
-        with np.load({str(tmp_path / "state.npz")!r}) as z:
-            state = {{k: (z[k] if z[k].ndim else z[k].item()) for k in z.files}}
-        p = PackedForest.from_state(state)
-        np.save({str(tmp_path / "out.npy")!r}, p.anomaly_score(np.load({str(tmp_path / "X.npy")!r})))
+        _state_and_rows(tmp_path, packed, test) + f"""
+        np.save({str(tmp_path / "out.npy")!r}, p.anomaly_score(X))
         print(p.backend_, "numba" in sys.modules)
         """,
         env={"DETECTOR_NO_NUMBA": "1"},
@@ -440,17 +448,8 @@ def test_few_rows_in_a_fresh_process_do_not_load_numba(tmp_path, data):
     test[5, 2] = np.nan
     packed = PackedForest.from_sklearn(_fit(train, n_estimators=60, max_features=0.5),
                                        backend="numba")
-    np.savez(tmp_path / "state.npz", **packed.to_state())
-    np.save(tmp_path / "X.npy", test)
     out = _run(
-        f"""
-        import sys
-        import numpy as np
-        from detector.forest import PackedForest
-        with np.load({str(tmp_path / "state.npz")!r}) as z:
-            state = {{k: (z[k] if z[k].ndim else z[k].item()) for k in z.files}}
-        p = PackedForest.from_state(state)
-        X = np.load({str(tmp_path / "X.npy")!r})
+        _state_and_rows(tmp_path, packed, test) + f"""
         one = [p.score_one(X[i]) for i in range(8)]
         few = p.anomaly_score(X[:16])
         print("numba" in sys.modules)

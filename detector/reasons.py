@@ -312,6 +312,9 @@ def _sentences(name: str, high: np.ndarray, det, rows: np.ndarray) -> np.ndarray
     return np.full(len(rows), name, dtype=object)
 
 
+_FEW_ROWS = 64
+
+
 def reason_texts(features, X: np.ndarray, det: dict, idx: np.ndarray) -> list[list[str]]:
     """Reason strings per row from the feature indices chosen by counterfactual."""
     n, top = idx.shape
@@ -335,9 +338,10 @@ def reason_texts(features, X: np.ndarray, det: dict, idx: np.ndarray) -> list[li
         out[rows_k] = text
     chosen = idx >= 0
     result: list[list[str]] = [[] for _ in range(n)]
-    if (chosen[:, 1:] <= chosen[:, :-1]).all():
+    if n > _FEW_ROWS and (chosen[:, 1:] <= chosen[:, :-1]).all():
         # The usual shape (reasons fill the first slots): rows with k reasons take their
-        # first k texts as they are, without a filter per row.
+        # first k texts as they are, without a filter per row. (A handful of rows, as
+        # score_one has, is quicker through the plain loop below.)
         k = chosen.sum(axis=1)
         for m in range(1, top + 1):
             rows = np.flatnonzero(k == m)

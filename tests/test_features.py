@@ -463,10 +463,13 @@ def test_composition_items_equal_the_parser_item_for_item() -> None:
              "a:1;", "a:1;;b:2", ":5", "x:1e3", "x:-1", "Cu:100.0\n", "Cu:1 ", "\xe9:1",
              "a:1:2", "a:.5", "a:5.", "A:1;B:2;C", "n:1e400", "Nd2O3:0.1000000000000000055511",
              "La2O3:12.5;CeO2:30;Fe:57.5", "no components here"]
-    uniq = np.asarray(texts, dtype=str)
-    owner, items = _explode(uniq, _parse_composition)
-    got_owner, got_names, got_pct = _composition_items(uniq)
-    np.testing.assert_array_equal(got_owner, owner)
-    np.testing.assert_array_equal(got_names, np.asarray([c for c, _ in items], dtype=str))
-    want_pct = np.asarray([p for _, p in items], dtype=float)
-    np.testing.assert_array_equal(got_pct.view(np.int64), want_pct.view(np.int64))
+    # Enough texts for the Arrow path (a few go through the parser alone), and a few.
+    many = texts + [f"SiO2:{i}.25;Al2O3:{99 - i}.75" for i in range(80)]
+    for batch in (many, texts, texts[:1]):
+        uniq = np.asarray(batch, dtype=str)
+        owner, items = _explode(uniq, _parse_composition)
+        got_owner, got_names, got_pct = _composition_items(uniq)
+        np.testing.assert_array_equal(got_owner, owner)
+        np.testing.assert_array_equal(got_names, np.asarray([c for c, _ in items], dtype=str))
+        want_pct = np.asarray([p for _, p in items], dtype=float)
+        np.testing.assert_array_equal(got_pct.view(np.int64), want_pct.view(np.int64))

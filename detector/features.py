@@ -607,6 +607,9 @@ class DeclarationFeatures:
         for lvl in LEVELS:
             u = hs_uniq if lvl == "hs" else np.asarray([h[:_LEVEL_LEN[lvl]] for h in
                                                         hs_uniq.tolist()], dtype=str)
+            if single:
+                r[lvl] = np.array([self._code_of(f"vocab_{lvl}", u[0]) if len(u) else -1])
+                continue
             enc = _encode(t[f"vocab_{lvl}"], u)
             r[lvl] = np.where(hs_codes >= 0, enc[np.maximum(hs_codes, 0)] if len(enc) else -1,
                               -1)
@@ -618,7 +621,12 @@ class DeclarationFeatures:
                                       for v in raw], dtype=object)
                 else:
                     raw = pd.Series(raw).astype("str").str.lower()
-            r[c] = _codes(t[f"vocab_{c}"], raw)
+            if single:
+                v = raw[0]
+                r[c] = np.array([-1 if v is None else self._code_of(f"vocab_{c}",
+                                                                    str(v).strip())])
+            else:
+                r[c] = _codes(t[f"vocab_{c}"], raw)
             r[f"{c}_raw"] = _objects(raw)
         for c in _NUMS:
             raw = get(c)
@@ -1017,6 +1025,18 @@ class DeclarationFeatures:
         t["burst|day|key"], t["burst|day|n"] = _count_table(key)
 
     # ---- transform -------------------------------------------------------------------------
+    def _code_of(self, vocab: str, value: str) -> int:
+        """Code of one value in a vocabulary (-1 when never seen), as ``_encode`` gives it.
+
+        A single declaration would pay a numpy binary search over strings (~10 us) per
+        column; a dict built once per vocabulary on first use answers in a fraction.
+        """
+        cache = self.__dict__.setdefault("_index_cache", {})
+        index = cache.get(vocab)
+        if index is None:
+            index = cache[vocab] = {v: i for i, v in enumerate(self.tables_[vocab].tolist())}
+        return index.get(value, -1)
+
     def _pos(self, prefix: str, keys: np.ndarray) -> np.ndarray:
         """Row positions of ``keys`` in the table ``prefix`` (-1 when absent).
 

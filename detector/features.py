@@ -1056,6 +1056,10 @@ class DeclarationFeatures:
             else:
                 dense = False
             cache[prefix] = dense
+        if len(keys) == 1 and dense is not False:
+            # One declaration: plain indexing, not four array operations on one element.
+            k = int(keys[0])
+            return np.array([dense[k] if 0 <= k < len(dense) - 1 else -1], dtype=np.int64)
         if dense is False:
             if len(tk) == 0:
                 return np.full(len(keys), -1, dtype=np.int64)
@@ -1073,6 +1077,11 @@ class DeclarationFeatures:
         if len(vals) == 0:
             return np.full(len(pos), default, dtype=float if isinstance(default, float)
                            else np.asarray(default).dtype)
+        if len(pos) == 1:
+            # One declaration; the dtype is the one np.where would give.
+            p = int(pos[0])
+            return np.array([vals[p] if p >= 0 else np.asarray(default).reshape(-1)[0]],
+                            dtype=np.result_type(vals.dtype, default))
         return np.where(pos >= 0, vals[np.maximum(pos, 0)], default)
 
     def _memo_key(self, r, extra: str):

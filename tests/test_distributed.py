@@ -262,3 +262,37 @@ def test_labelled_model_ranks_by_risk_like_local(tmp_path):
     np.testing.assert_array_equal(a["risk_score"].to_numpy(), b["risk_score"].to_numpy())
     np.testing.assert_array_equal(a["rank"].to_numpy(), b["rank"].to_numpy())
     assert (a["lane"] == b["lane"]).all()
+
+
+def test_train_dask_with_agency_columns_matches_local_tables(cluster, tmp_path):
+    """Agency columns named in a mapping file (renamed, extra categorical and numeric):
+    trained with Dask on a sample, every reference table still equals a local fit on all
+    rows, the extra columns' medians included."""
+    import json
+
+    from detector.distributed import train_dask
+
+    df = detector.generate(rows=5_000, seed=6)
+    rng = np.random.default_rng(1)
+    df["Tax Rate"] = np.round(rng.gamma(2.0, 0.05, len(df)), 4)
+    df["Office ID"] = rng.choice(["O1", "O2", "O3"], len(df))
+    df = df.rename(columns={"hs_code": "HS"})
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"columns": {"HS": "hs_code"},
+                                   "extra_categorical": ["Office ID"],
+                                   "extra_numeric": ["Tax Rate"]}))
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        df.iloc[i * 1700:(i + 1) * 1700].to_parquet(src / f"p{i}.parquet")
+    df.to_parquet(tmp_path / "all.parquet")
+    train_file(tmp_path / "all.parquet", tmp_path / "local.joblib", columns=mapping, trees=20)
+    s = train_dask(src, tmp_path / "dask.joblib", columns=mapping, trees=20, sample_rows=2_000,
+                   partition_rows=900, scheduler=cluster.scheduler_address)
+    assert s["sampled"]
+    a = detector.load_model(tmp_path / "local.joblib").features_.tables_
+    b = detector.load_model(tmp_path / "dask.joblib").features_.tables_
+    assert any(k.startswith("xz:Tax Rate|") for k in a) and "vocab_x:Office ID" in a
+    assert sorted(a) == sorted(b)
+    for k, v in a.items():
+        np.testing.assert_array_equal(b[k], v, err_msg=k)

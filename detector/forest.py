@@ -187,13 +187,15 @@ def _depth_one_kernel(x, feature, threshold, child, nan_right, value, roots, tre
 _kernel_lock = threading.Lock()
 _kernels: tuple[Any, Any] | None = None
 _numba_error: BaseException | None = None
-# numba's "workqueue" threading layer aborts the process on concurrent parallel
-# launches; when it is the active layer we serialise batch calls.
-_batch_call_lock: threading.Lock | None = None
+# Batch calls are serialised: numba's "workqueue" threading layer aborts the process on
+# concurrent parallel launches (and which layer is active is only known after the first
+# launch), and one launch already runs on every core, so two at once would only
+# oversubscribe them. Scoring threads overlap their other work with a launch instead.
+_batch_call_lock = threading.Lock()
 
 
 def _load_numba_kernels() -> tuple[Any, Any]:
-    global _kernels, _numba_error, _prange, _batch_call_lock
+    global _kernels, _numba_error, _prange
     if _kernels is not None:
         return _kernels
     with _kernel_lock:
@@ -209,8 +211,6 @@ def _load_numba_kernels() -> tuple[Any, Any]:
         _prange = numba.prange
         batch = numba.njit(cache=True, parallel=True, nogil=True)(_depths_batch_kernel)
         one = numba.njit(cache=True, nogil=True)(_depth_one_kernel)
-        if numba.config.THREADING_LAYER == "workqueue":
-            _batch_call_lock = threading.Lock()
         _kernels = (batch, one)
         return _kernels
 
@@ -562,11 +562,8 @@ class PackedForest:
             for i in range(Xc.shape[0]):
                 out[i] = one(Xc[i], *args)
             return
-        if _batch_call_lock is None:
+        with _batch_call_lock:
             batch(Xc, *self._kernel_args(), out)
-        else:
-            with _batch_call_lock:
-                batch(Xc, *self._kernel_args(), out)
 
     def _use_numba(self, n_rows: int) -> bool:
         # A handful of rows costs numpy (rows x trees at once, see _depths_few_numpy) some tens of

@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import queue
 import tempfile
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -108,13 +110,38 @@ def _burst_context(input, mapping, encoding, chunk_rows, header) -> tuple[pd.Ser
 
 
 # --- parallel chunk scoring -----------------------------------------------------------------
-# Reading, validation and writing stay in the main process (they are ordered: duplicate
-# ids, spill order); scoring a validated chunk is independent and goes to worker
-# processes. Each worker gets the model and the whole-file context once, at start.
+# Reading and validation stay in order (duplicate ids), and so does writing (spill order);
+# scoring a validated chunk is independent of the others. By default it runs in threads
+# of this process: most of its time is spent in numpy, Arrow and the numba kernel, which
+# release the GIL, and threads share the model and the chunks instead of copying them.
+# ``workers`` > 1 uses processes instead; each gets the model and the whole-file context
+# once, at start.
 _WORKER: dict = {}
 
 
-def _worker_init(model_state: bytes, context) -> None:
+class _Part(NamedTuple):
+    """One scored chunk, in the form the spill takes."""
+
+    scores: np.ndarray  # the ranking column, kept in memory until the rank pass
+    data: Any  # CSV-ready Arrow table (CSV output) or the scored frame (other formats)
+    lane: np.ndarray  # object array of lane names
+    flagged: int
+    random_selected: int
+
+
+def _score_part(model: DeclarationModel, valid: pd.DataFrame, context,
+                spill_columns: list[str] | None) -> _Part:
+    scored = model.score_valid(valid, context)
+    if spill_columns is None:
+        data = scored.reset_index(drop=True)
+    else:  # converted here, in parallel, rather than in the ordered writer
+        data = csv_table(scored[spill_columns].reset_index(drop=True))
+    return _Part(scored[model.rank_column].to_numpy(), data,
+                 scored["lane"].to_numpy(dtype=object), int(scored["flagged"].sum()),
+                 int(scored["random_selected"].sum()))
+
+
+def _worker_init(model_state: bytes, context, spill_columns) -> None:
     import pickle
 
     try:  # one numba thread per worker: the processes already fill the cores
@@ -125,10 +152,71 @@ def _worker_init(model_state: bytes, context) -> None:
         pass
     _WORKER["model"] = pickle.loads(model_state)  # our own bytes, made by this process
     _WORKER["context"] = context
+    _WORKER["spill_columns"] = spill_columns
 
 
-def _worker_score(valid: pd.DataFrame) -> pd.DataFrame:
-    return _WORKER["model"].score_valid(valid, _WORKER["context"])
+def _worker_score(valid: pd.DataFrame) -> _Part:
+    return _score_part(_WORKER["model"], valid, _WORKER["context"], _WORKER["spill_columns"])
+
+
+@contextlib.contextmanager
+def _read_ahead(items: Iterator, depth: int = 1):
+    """Iterate ``items`` in a background thread, at most ``depth`` items ahead.
+
+    Parsing a chunk (pandas' C tokenizer, Arrow strings) mostly runs without the GIL,
+    so the next chunk is read and validated while this one is scored. An exception in
+    the thread is raised here, in the consumer, at the item where it happened; leaving
+    the block stops the thread (within one item) and closes ``items``.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((True, end))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=run, name="detector-read-ahead", daemon=True)
+    thread.start()
+
+    def consume() -> Iterator:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is end:
+                return
+            yield item
+
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _default_threads() -> int:
+    # Two scoring threads fill two cores (the kernel and Arrow use the second one too);
+    # more threads only hold more chunks in memory.
+    return max(1, min(2, os.cpu_count() or 1))
 
 
 class _CsvSpill:
@@ -143,10 +231,10 @@ class _CsvSpill:
         self._writer = None
         self._sink = None
 
-    def add(self, scored: pd.DataFrame) -> None:
+    def add(self, table) -> None:
+        """Append a CSV-ready table of ``self.columns`` (see :func:`_score_part`)."""
         import pyarrow as pa
 
-        table = csv_table(scored[self.columns].reset_index(drop=True))
         if self._writer is None:
             self._sink = pa.OSFile(str(self.path), "wb")
             self._writer = pa.ipc.new_stream(
@@ -202,17 +290,18 @@ def _rare_gc(first_generation: int = 50_000):
 def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, columns=None,
                chunk_rows: int = _CHUNK_ROWS, force: bool = False, encoding: str = "utf-8",
                progress: Progress = None, on_total: Callable[[int], None] | None = None,
-               workers: int = 1) -> dict:
+               workers: int = 1, threads: int | None = None) -> dict:
     """Score a file in chunks with bounded memory; every row is scored or rejected.
 
     Pass 1 reads three columns for whole-file facts (parcel bursts, row count). Pass 2
-    validates chunk by chunk and scores the chunks (in ``workers`` processes when more
-    than one: about a quarter faster on 2 cores, at the cost of one more process's
-    memory each, so one process is the default), spilling results in input order to
-    a temporary file (CSV-ready Arrow tables for a CSV output, Parquet otherwise) and
-    keeping only the scores in memory (8 bytes a row, plus 1 for the lane). Pass 3 ranks
-    the scores and streams the results, with their rank, to the output. Outputs appear
-    only complete, and are the same whatever the number of workers.
+    reads and validates chunk by chunk in a read-ahead thread and scores the chunks in
+    ``threads`` threads (default: up to 2, one per core), or in ``workers`` processes
+    when more than one (each costs a process's memory; threads share the model and are
+    the faster choice), spilling results in input order to a temporary file
+    (CSV-ready Arrow tables for a CSV output, Parquet otherwise) and keeping only the
+    scores in memory (8 bytes a row, plus 1 for the lane). Pass 3 ranks the scores and
+    streams the results, with their rank, to the output. Outputs appear only complete,
+    and are the same whatever the number of threads or workers.
     """
     started = time.time()
     if not isinstance(model, DeclarationModel):
@@ -232,11 +321,11 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     if absent:
         raise SchemaError(f"INPUT {input} lacks column(s) {absent} that this model was trained "
                           "with as extra agency columns; add them or map them with --columns")
-    context, total = _burst_context(input, mapping, encoding, chunk_rows, header)
-    if on_total is not None:
-        on_total(total)
     if int(workers) < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    threads = _default_threads() if threads is None else int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     rows_in = n_scored = n_rejected = 0
     scores: list[np.ndarray] = []
     tracker = IdTracker()
@@ -248,64 +337,89 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     # through a Parquet spill and the generic writer.
     csv_spill = _CsvSpill(Path(tmp_dir) / "scored.arrow", model.output_columns) if \
         out_w.format == "csv" else None
+    spill_columns = csv_spill.columns if csv_spill is not None else None
     lane_codes: list[np.ndarray] = []
     lane_names: list[str] = []
     flagged = random_selected = 0
     rej_w.__enter__()
     pool = None
     try:
-        if workers > 1:
-            import multiprocessing as mp
-            import pickle
-            from concurrent.futures import ProcessPoolExecutor
+        def validated() -> Iterator:
+            # In the read-ahead thread: reading and validation keep the input's order.
+            for chunk in iter_tables(input, mapping, chunk_rows, encoding=encoding):
+                yield len(chunk), validate(chunk, seen_ids=tracker)
 
-            # spawn, not fork: numba's and OpenMP's thread pools do not survive a fork.
-            pool = ProcessPoolExecutor(max_workers=int(workers),
-                                       mp_context=mp.get_context("spawn"),
-                                       initializer=_worker_init,
-                                       initargs=(pickle.dumps(model), context))
-        with AtomicWriter(spill, force=True) as spill_w:
+        context, total = _burst_context(input, mapping, encoding, chunk_rows, header)
+        if on_total is not None:
+            on_total(total)
+        with AtomicWriter(spill, force=True) as spill_w, \
+                _read_ahead(validated()) as chunks:
+            if workers > 1:
+                import multiprocessing as mp
+                import pickle
+                from concurrent.futures import ProcessPoolExecutor
+
+                # spawn, not fork: numba's and OpenMP's thread pools do not survive a fork.
+                pool = ProcessPoolExecutor(max_workers=int(workers),
+                                           mp_context=mp.get_context("spawn"),
+                                           initializer=_worker_init,
+                                           initargs=(pickle.dumps(model), context,
+                                                     spill_columns))
+                in_flight = int(workers)
+            elif threads > 1:
+                from concurrent.futures import ThreadPoolExecutor
+
+                pool = ThreadPoolExecutor(max_workers=threads,
+                                          thread_name_prefix="detector-score")
+                # One chunk per thread, counting the one that waits for a thread: a
+                # chunk queued in the pool would only hold memory.
+                in_flight = threads - 1
+            else:
+                in_flight = 0
             pending: deque = deque()
 
             def drain(keep: int) -> None:
                 nonlocal n_scored, flagged, random_selected
                 while len(pending) > keep:
                     fut, n_chunk = pending.popleft()
-                    scored = fut.result() if pool is not None and fut is not None else fut
-                    if scored is not None:
+                    part = fut.result() if pool is not None and fut is not None else fut
+                    if part is not None:
                         if csv_spill is None:
-                            spill_w.write(scored.reset_index(drop=True))
+                            spill_w.write(part.data)
                         else:
-                            csv_spill.add(scored)
-                            flagged += int(scored["flagged"].sum())
-                            random_selected += int(scored["random_selected"].sum())
+                            csv_spill.add(part.data)
+                            flagged += part.flagged
+                            random_selected += part.random_selected
                             # Lanes as small codes (1 byte a row) for the summary's counts.
-                            codes, names = pd.factorize(scored["lane"].to_numpy(dtype=object))
+                            codes, names = pd.factorize(part.lane)
                             for name in names:
                                 if name not in lane_names:
                                     lane_names.append(name)
                             lane_codes.append(np.array([lane_names.index(x) for x in names],
                                                        dtype=np.int8)[codes])
-                        scores.append(scored[model.rank_column].to_numpy())
-                        n_scored += len(scored)
+                        scores.append(part.scores)
+                        n_scored += len(part.scores)
                     if progress is not None:
                         progress(n_chunk)
 
-            for chunk in iter_tables(input, mapping, chunk_rows, encoding=encoding):
-                rows_in += len(chunk)
-                res = validate(chunk, seen_ids=tracker)
+            for n_chunk, res in chunks:
+                rows_in += n_chunk
                 if len(res.rejects):
                     rej_w.write(res.rejects)
                     rejects_frames.append(res.rejects.head(1000))
                     n_rejected += len(res.rejects)
                 if not len(res.valid):
-                    pending.append((None, len(chunk)))
+                    pending.append((None, n_chunk))
                 elif pool is None:
-                    pending.append((model.score_valid(res.valid, context), len(chunk)))
+                    pending.append((_score_part(model, res.valid, context, spill_columns),
+                                    n_chunk))
+                elif workers > 1:
+                    pending.append((pool.submit(_worker_score, res.valid), n_chunk))
                 else:
-                    pending.append((pool.submit(_worker_score, res.valid), len(chunk)))
-                # Bounded memory: at most one chunk in flight per worker, plus one.
-                drain(keep=int(workers))
+                    pending.append((pool.submit(_score_part, model, res.valid, context,
+                                                spill_columns), n_chunk))
+                # Bounded memory: a few chunks in flight (see in_flight), one read ahead.
+                drain(keep=in_flight)
             drain(keep=0)
             if n_rejected == 0:
                 rej_w.write(pd.DataFrame({c: pd.Series([], dtype="str") for c in
@@ -362,7 +476,8 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     summary = {"input": str(input), "output": str(out_path), "rejects": str(rej_path),
                "rows": rows_in, "scored": n_scored, "rejected": n_rejected,
                "flagged": flagged, "random_selected": random_selected, "lanes": lanes,
-               "workers": int(workers), "seconds": round(seconds, 3),
+               "workers": int(workers), "threads": threads if int(workers) == 1 else 1,
+               "seconds": round(seconds, 3),
                "rows_per_second": round(rows_in / seconds) if seconds > 0 else None}
     if rejects_frames:
         summary["rejects_summary"] = summarise_rejects(pd.concat(rejects_frames))

@@ -68,6 +68,11 @@ _UNUSUAL = {"z": float(np.log1p(3.0)), "surprisal": float(-np.log(0.05)), "share
             "history": 1.0 / 3.0, "flag": np.inf, "derived": np.inf}
 
 
+# Rows per block: every row's reasons are its own, and a block's temporaries (a few
+# copies of the block, one per candidate: ~7 MB each at 26 features) stay small.
+_COUNTERFACTUAL_BLOCK = 1 << 15
+
+
 def counterfactual_reasons(features, forest, X: np.ndarray, scores: np.ndarray,
                            candidates: int = 4, top: int = 3, require_unusual: bool = True):
     """Feature indices (n, top) of each row's reasons (-1 = none) and their score drops.
@@ -77,6 +82,16 @@ def counterfactual_reasons(features, forest, X: np.ndarray, scores: np.ndarray,
     ``require_unusual`` is False, as ``explain`` does to show every feature), so a
     typical declaration costs nothing extra and has no reasons: nothing drove its score.
     """
+    if len(X) <= _COUNTERFACTUAL_BLOCK:
+        return _counterfactual(features, forest, X, scores, candidates, top, require_unusual)
+    parts = [_counterfactual(features, forest, X[i:i + _COUNTERFACTUAL_BLOCK],
+                             scores[i:i + _COUNTERFACTUAL_BLOCK], candidates, top,
+                             require_unusual)
+             for i in range(0, len(X), _COUNTERFACTUAL_BLOCK)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _counterfactual(features, forest, X, scores, candidates, top, require_unusual):
     n, p = X.shape
     names = features.feature_names_
     base = np.array([j for j, f in enumerate(names) if f not in _DERIVED], dtype=np.int64)

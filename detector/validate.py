@@ -560,10 +560,12 @@ def validate(df: pd.DataFrame, *, seen_ids: IdTracker | None = None) -> Validati
     conv.update(_labels(df))
 
     rejects = _rejects(fails, rows, ids)
-    out = df.copy()
+    # A shallow copy: converted columns replace the input's, which stays untouched.
+    out = df.copy(deep=False)
     for name, series in conv.items():
         out.isetitem(out.columns.get_loc(name), series.set_axis(out.index))
-    valid = out.iloc[np.flatnonzero(~fails.any)]
+    # The usual chunk has no rejects: no row selection, no copy of every column.
+    valid = out.iloc[np.flatnonzero(~fails.any)] if fails.any.any() else out
     return ValidationResult(valid=valid, rejects=rejects)
 
 

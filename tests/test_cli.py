@@ -110,15 +110,25 @@ def test_score_chunked_equals_one_chunk(trained, small_model, tmp_path):
     assert [list(x) for x in da["reasons"]] == [list(x) for x in db["reasons"]]
 
 
-def test_score_with_worker_processes_equals_one_process(trained, small_model, tmp_path):
-    """Real spawned worker processes score the chunks; the file is the same byte for byte."""
-    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
-    _run("score", trained, small_model["test"], "-o", a, "--chunk-rows", 700, "--workers", 1)
-    res = _run("score", trained, small_model["test"], "-o", b, "--chunk-rows", 700,
+@pytest.mark.parametrize("ext", ["csv", "parquet"])
+def test_score_threads_and_worker_processes_equal_one_thread(trained, small_model, tmp_path,
+                                                             ext):
+    """Scoring threads and real spawned worker processes give the same file, byte for
+    byte, as one thread (CSV: the Arrow spill; Parquet: the generic spill)."""
+    one, two, procs = (tmp_path / f"{n}.{ext}" for n in ("one", "two", "procs"))
+    res = _run("score", trained, small_model["test"], "-o", one, "--chunk-rows", 700,
+               "--threads", 1)
+    assert json.loads(res.stdout)["threads"] == 1
+    res = _run("score", trained, small_model["test"], "-o", two, "--chunk-rows", 700,
+               "--threads", 2)
+    assert json.loads(res.stdout)["threads"] == 2
+    res = _run("score", trained, small_model["test"], "-o", procs, "--chunk-rows", 700,
                "--workers", 2)
     assert json.loads(res.stdout)["workers"] == 2
-    assert a.read_bytes() == b.read_bytes()
-    assert a.with_name("a.rejects.csv").read_bytes() == b.with_name("b.rejects.csv").read_bytes()
+    for other in (two, procs):
+        assert one.read_bytes() == other.read_bytes()
+        assert one.with_name("one.rejects.csv").read_bytes() == \
+            other.with_name(f"{other.stem}.rejects.csv").read_bytes()
 
 
 def test_cli_scores_equal_python_api(trained, small_model, tmp_path):

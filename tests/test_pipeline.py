@@ -1,0 +1,96 @@
+"""The score path's plumbing: the read-ahead thread, and row blocks that bound memory."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from detector import jobs, reasons
+from detector.jobs import _read_ahead
+from detector.validate import IdTracker, validate
+
+
+def _items(log: list, n: int, fail_at: int | None = None):
+    try:
+        for i in range(n):
+            if i == fail_at:
+                raise ValueError(f"bad item {i}")
+            log.append(("made", i, threading.current_thread().name))
+            yield i
+    finally:
+        log.append(("closed",))
+
+
+def test_read_ahead_yields_every_item_in_order_from_another_thread():
+    log: list = []
+    with _read_ahead(_items(log, 50)) as items:
+        got = list(items)
+    assert got == list(range(50))
+    assert {e[2] for e in log if e[0] == "made"} == {"detector-read-ahead"}
+    assert log[-1] == ("closed",)
+
+
+def test_read_ahead_raises_the_producers_error_at_its_item():
+    log: list = []
+    got = []
+    with pytest.raises(ValueError, match="bad item 3"):
+        with _read_ahead(_items(log, 10, fail_at=3)) as items:
+            for i in items:
+                got.append(i)
+    assert got == [0, 1, 2]  # everything before the error arrives first
+    assert log[-1] == ("closed",)
+
+
+def test_read_ahead_stops_the_thread_when_the_consumer_leaves_early():
+    log: list = []
+    before = threading.active_count()
+    with _read_ahead(_items(log, 10_000)) as items:
+        for i in items:
+            if i == 2:
+                break
+    # Leaving the block joined the thread and closed the generator, at most a couple of
+    # items ahead (depth 1 queued, one being made).
+    assert threading.active_count() == before
+    assert log[-1] == ("closed",)
+    assert sum(1 for e in log if e[0] == "made") <= 5
+
+
+def test_read_ahead_consumer_error_stops_the_producer():
+    log: list = []
+    with pytest.raises(KeyError):
+        with _read_ahead(_items(log, 10_000)) as items:
+            next(items)
+            raise KeyError("consumer failed")
+    assert log[-1] == ("closed",)
+
+
+def test_counterfactual_in_row_blocks_equals_one_block(model, test_df, monkeypatch):
+    valid = validate(test_df, seen_ids=IdTracker()).valid
+    X, _ = model.features_.transform_details(valid, None)
+    scores = model.forest_.anomaly_score(X)
+    whole = reasons.counterfactual_reasons(model.features_, model.forest_, X, scores,
+                                           candidates=int(model.candidates))
+    assert len(X) > 700 and (whole[0] >= 0).any()
+    monkeypatch.setattr(reasons, "_COUNTERFACTUAL_BLOCK", 333)  # blocks of uneven size
+    blocked = reasons.counterfactual_reasons(model.features_, model.forest_, X, scores,
+                                             candidates=int(model.candidates))
+    np.testing.assert_array_equal(whole[0], blocked[0])
+    np.testing.assert_array_equal(whole[1], blocked[1])
+
+
+def test_validate_leaves_its_input_alone_when_every_row_is_valid(test_df):
+    df = test_df.head(200).copy()
+    before = df.copy()
+    res = validate(df)
+    assert len(res.rejects) == 0 and len(res.valid) == len(df)
+    # Converted columns are new objects in the result; the caller's frame is unchanged.
+    pd_testing = pytest.importorskip("pandas.testing")
+    pd_testing.assert_frame_equal(df, before)
+    res.valid.iloc[0, res.valid.columns.get_loc("description")] = "changed"
+    pd_testing.assert_frame_equal(df, before)
+
+
+def test_default_threads_is_one_per_core_at_most_two():
+    assert 1 <= jobs._default_threads() <= 2

@@ -628,6 +628,8 @@ class DeclarationFeatures:
             else:
                 r[c] = _codes(t[f"vocab_{c}"], raw)
             r[f"{c}_raw"] = _objects(raw)
+            if c in ("origin_country", "dispatch_country") and isinstance(raw, pd.Series):
+                r[f"{c}|s"] = raw
         for c in _NUMS:
             raw = get(c)
             if single:
@@ -662,8 +664,12 @@ class DeclarationFeatures:
                 r[f"n:{c}"] = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(
                     dtype=float, na_value=np.nan)
             r[f"n:{c}"] = np.where(np.isfinite(r[f"n:{c}"]), r[f"n:{c}"], np.nan)
-        r["composition"] = _objects(get("composition"))
-        r["description"] = _objects(get("description"))
+        for c in ("composition", "description"):
+            raw = get(c)
+            # Factorised from the column itself: from the object array below, pandas
+            # would first rebuild Arrow strings value by value.
+            r[f"{c}|f"] = _factorize(raw)
+            r[c] = _objects(raw)
         r["day"] = _days(get("date"))
         return r
 
@@ -938,7 +944,7 @@ class DeclarationFeatures:
         t["burst|typical"] = daily.to_numpy(float)
 
     def _fit_composition(self, r, t) -> None:
-        comp_codes, comp_uniq = _factorize(r["composition"])
+        comp_codes, comp_uniq = r["composition|f"]
         owner, items = _explode(comp_uniq, _parse_composition)
         names = np.asarray([n for n, _ in items], dtype=str)
         declares = comp_codes >= 0
@@ -989,7 +995,7 @@ class DeclarationFeatures:
             return np.where(tot > 0, re / tot, 0.0)
 
     def _fit_description(self, r, t) -> None:
-        d_codes, d_uniq = _factorize(r["description"])
+        d_codes, d_uniq = r["description|f"]
         owner, toks = _explode(d_uniq, _tokens)
         has = d_codes >= 0
         tok_code = _encode(t["vocab_tok"], np.asarray(toks, dtype=str)) if toks else \
@@ -1210,7 +1216,7 @@ class DeclarationFeatures:
     def _composition_features_rows(self, r, loo: bool):
         t = self.tables_
         n = len(r["hs"])
-        comp_codes, comp_uniq = _factorize(r["composition"])
+        comp_codes, comp_uniq = r["composition|f"]
         declares = comp_codes >= 0
         owner, names, pct = _composition_items(comp_uniq)
         # Presence surprisal: declaring where it is not customary, or not where it is.
@@ -1283,7 +1289,7 @@ class DeclarationFeatures:
     def _description_foreign_rows(self, r, loo: bool) -> np.ndarray:
         t = self.tables_
         n = len(r["hs"])
-        d_codes, d_uniq = _factorize(r["description"])
+        d_codes, d_uniq = r["description|f"]
         has = d_codes >= 0
         out = np.full(n, np.nan)
         if not has.any():
@@ -1387,12 +1393,15 @@ class DeclarationFeatures:
             has_d, -np.log((n_od + 0.5) / (np.maximum(n_o, 0) + 1.0)), np.nan)
         det["origin_dispatch_rarity|seen"] = n_od
         det["origin_dispatch_rarity|among"] = np.maximum(n_o, 0)
-        same = np.asarray([str(a).strip().upper() == str(b).strip().upper() for a, b in zip(
-            r["origin_country_raw"], r["dispatch_country_raw"], strict=True)]) if n == 1 else (
-            pd.Series(r["origin_country_raw"], dtype="str").str.strip().str.upper().to_numpy(
-                dtype=object)
-            == pd.Series(r["dispatch_country_raw"], dtype="str").str.strip().str.upper()
-            .to_numpy(dtype=object))
+        if n == 1:
+            same = np.asarray([str(a).strip().upper() == str(b).strip().upper() for a, b in zip(
+                r["origin_country_raw"], r["dispatch_country_raw"], strict=True)])
+        else:
+            # From the columns as read (Arrow strings): compared in C, missing never equal.
+            o, d = (pd.Series(r.get(f"{c}|s", r[f"{c}_raw"]), dtype="str").str.strip()
+                    .str.upper() for c in ("origin_country", "dispatch_country"))
+            same = (o.reset_index(drop=True) == d.reset_index(drop=True)).to_numpy(
+                dtype=bool, na_value=False)
         cols["origin_differs"] = np.where(has_d, (~same.astype(bool)).astype(float), np.nan)
         self._counted(cols, det, "exporter_origin_rarity", self._history_surprisal(r, "origin", loo))
         self._counted(cols, det, "exporter_commodity_rarity", self._history_surprisal(r, "hs4", loo))

@@ -301,10 +301,9 @@ def _check_hs(s: pd.Series, fails: _Failures) -> pd.Series:
     # Codes repeat (a few thousand distinct in millions of rows): clean the distinct
     # values once and map back, rather than run a regex per row.
     codes, uniq = pd.factorize(text)
-    cleaned = pd.Series(uniq, dtype="str").str.replace(r"[\s.]", "", regex=True).to_numpy(
-        dtype=object)
-    out = pd.Series(np.where(codes >= 0, cleaned[np.maximum(codes, 0)] if len(cleaned) else
-                             None, None), index=s.index, dtype="str")
+    cleaned = pd.Series(uniq, dtype="str").str.replace(r"[\s.]", "", regex=True)
+    # Back to one value per row by an Arrow take (-1 = missing), not per Python object.
+    out = pd.Series(cleaned.array.take(codes, allow_fill=True), index=s.index, dtype="str")
     if numeric.any():
         if pd.api.types.is_numeric_dtype(s.dtype):
             v = s.to_numpy(dtype="float64", na_value=np.nan)

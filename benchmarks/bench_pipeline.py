@@ -9,6 +9,8 @@ For each size, in one run on one machine:
   ``detector generate``: wall time, declarations per second and the child's peak RSS
   (psutil polling of the whole process tree every 20 ms, cross-checked with
   ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` measured in a fresh helper process);
+* ``detector score --threads 1`` the same way (wall time only): one scoring thread, to
+  show what the default two scoring threads add;
 * the plain path, also in its own subprocess: ``pandas.read_csv`` of the whole file, a
   scikit-learn ``IsolationForest`` (200 trees, fitted on a 256-row-per-tree sample)
   ``score_samples`` on the numeric columns, and ``to_csv`` of ids + scores: what a naive
@@ -157,6 +159,9 @@ def bench_size(data_dir: Path, model: Path, rows: int, trees: int, work: Path) -
     det = measure(cmd)
     summary = json.loads(det["stdout"])
     det_rusage = rusage_peak_mb(cmd)
+    # The same command on one scoring thread (the read-ahead thread stays): what the
+    # scoring threads add, in the same run.
+    one = measure([*cmd, "--threads", "1"])
     plain_out = work / f"plain_{rows}.csv"
     plain_cmd = [sys.executable, "-c", _PLAIN, str(src), str(plain_out), str(trees)]
     plain = measure(plain_cmd)
@@ -173,6 +178,12 @@ def bench_size(data_dir: Path, model: Path, rows: int, trees: int, work: Path) -
             "peak_rss_mb_rusage": round(det_rusage, 1),
             "scored": summary["scored"], "rejected": summary["rejected"],
             "inner_rows_per_second": summary.get("rows_per_second"),
+            "threads": summary.get("threads"),
+        },
+        "detector_one_thread": {
+            "seconds": round(one["seconds"], 2),
+            "rows_per_second": round(rows / one["seconds"]),
+            "peak_rss_mb_psutil": round(one["peak_rss_mb"], 1),
         },
         "plain_pandas_sklearn": {
             "seconds": round(plain["seconds"], 2),
@@ -186,14 +197,15 @@ def bench_size(data_dir: Path, model: Path, rows: int, trees: int, work: Path) -
 
 def table(results: list[dict]) -> str:
     head = (f"{'rows':>10} {'input MB':>9} | {'detector s':>10} {'rows/s':>9} {'peak MB':>8} | "
-            f"{'plain s':>8} {'rows/s':>9} {'peak MB':>8}")
+            f"{'1 thread':>9} {'rows/s':>9} | {'plain s':>8} {'rows/s':>9} {'peak MB':>8}")
     lines = [head, "-" * len(head)]
     for r in results:
-        d, p = r["detector"], r["plain_pandas_sklearn"]
+        d, p, o = r["detector"], r["plain_pandas_sklearn"], r["detector_one_thread"]
         lines.append(
             f"{r['rows']:>10,} {r['input_mb']:>9.0f} | {d['seconds']:>10.1f} "
             f"{d['rows_per_second']:>9,} "
             f"{max(d['peak_rss_mb_psutil'], d['peak_rss_mb_rusage']):>8.0f} | "
+            f"{o['seconds']:>9.1f} {o['rows_per_second']:>9,} | "
             f"{p['seconds']:>8.1f} {p['rows_per_second']:>9,} "
             f"{max(p['peak_rss_mb_psutil'], p['peak_rss_mb_rusage']):>8.0f}")
     return "\n".join(lines)

@@ -736,8 +736,15 @@ _LIST_TYPES = (list, tuple, np.ndarray)
 
 
 def _list_mask(s: pd.Series) -> np.ndarray:
-    return np.fromiter((type(v) in _LIST_TYPES for v in s.to_numpy(dtype=object)), bool,
-                       len(s))
+    values = s.to_numpy(dtype=object)
+    # A column is nearly always all lists (reasons) or no lists at all (ids, names):
+    # the set of types settles it in C; only a mixed column is checked value by value.
+    kinds = set(map(type, values))
+    if kinds.isdisjoint(_LIST_TYPES):
+        return np.zeros(len(s), dtype=bool)
+    if kinds <= set(_LIST_TYPES):
+        return np.ones(len(s), dtype=bool)
+    return np.fromiter((type(v) in _LIST_TYPES for v in values), bool, len(s))
 
 
 def _join_one(v: Any) -> str:
@@ -749,7 +756,11 @@ def _join_one(v: Any) -> str:
 
 def _join_lists(s: pd.Series, mask: np.ndarray) -> pd.Series:
     values = s.to_numpy(dtype=object).copy()
-    values[mask] = [_join_one(v) for v in values[mask].tolist()]
+    lists = values[mask].tolist()
+    try:  # lists of strings (reasons): one join per row, no call per row around it
+        values[mask] = [LIST_SEPARATOR.join(v) for v in lists]
+    except TypeError:
+        values[mask] = [_join_one(v) for v in lists]
     return pd.Series(values, index=s.index, dtype=object)
 
 

@@ -435,3 +435,21 @@ def test_fast_csv_chunks_equal_pandas_chunked_reader(tmp_path: Path, monkeypatch
             assert len(got) == len(want), path
             for g, w in zip(got, want, strict=True):
                 pd.testing.assert_frame_equal(g, w)
+
+
+def test_csv_list_cells_joined_whatever_the_mix_of_types(tmp_path):
+    """All-list, mixed and list-free object columns are written as before the bulk checks:
+    lists and tuples joined (non-strings as str), other values as they are, formulas
+    defused after the join."""
+    df = pd.DataFrame({
+        "all_lists": pd.Series([["a", "b"], [], ("c",), ["=x", "y"]], dtype=object),
+        "mixed": pd.Series([["a", 1], "plain", None, ("t", "u")], dtype=object),
+        "none": pd.Series(["p", "=q", None, "r"], dtype=object),
+    })
+    out = tmp_path / "lists.csv"
+    with AtomicWriter(out) as w:
+        w.write(df)
+    back = pd.read_csv(out, dtype="str", keep_default_na=False)
+    assert back["all_lists"].tolist() == ["a | b", "", "c", "'=x | y"]
+    assert back["mixed"].tolist() == ["a | 1", "plain", "", "t | u"]
+    assert back["none"].tolist() == ["p", "'=q", "", "r"]

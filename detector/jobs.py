@@ -164,31 +164,34 @@ def _read_ahead(items: Iterator, depth: int = 1):
     """Iterate ``items`` in a background thread, at most ``depth`` items ahead.
 
     Parsing a chunk (pandas' C tokenizer, Arrow strings) mostly runs without the GIL,
-    so the next chunk is read and validated while this one is scored. An exception in
-    the thread is raised here, in the consumer, at the item where it happened; leaving
-    the block stops the thread (within one item) and closes ``items``.
+    so the next chunk is read and validated while this one is scored. "Ahead" counts
+    the item being made too: the thread starts an item only when fewer than ``depth``
+    are waiting, so a chunk's memory is never held twice over for nothing. An
+    exception in the thread is raised here, in the consumer, at the item where it
+    happened; leaving the block stops the thread (within one item) and closes ``items``.
     """
-    q: queue.Queue = queue.Queue(maxsize=depth)
+    q: queue.Queue = queue.Queue()
+    room = threading.Semaphore(depth)  # items that may be made and not yet taken
     stop = threading.Event()
     end = object()
 
-    def put(entry) -> bool:
+    def wait_for_room() -> bool:
         while not stop.is_set():
-            try:
-                q.put(entry, timeout=0.05)
+            if room.acquire(timeout=0.05):
                 return True
-            except queue.Full:
-                continue
         return False
 
     def run() -> None:
         try:
-            for item in items:
-                if not put((True, item)):
+            while wait_for_room():
+                try:
+                    item = next(items)
+                except StopIteration:
+                    q.put((True, end))
                     return
-            put((True, end))
+                q.put((True, item))
         except BaseException as exc:  # handed to the consumer, which re-raises it
-            put((False, exc))
+            q.put((False, exc))
         finally:
             close = getattr(items, "close", None)
             if close is not None:
@@ -200,6 +203,7 @@ def _read_ahead(items: Iterator, depth: int = 1):
     def consume() -> Iterator:
         while True:
             ok, item = q.get()
+            room.release()
             if not ok:
                 raise item
             if item is end:
@@ -284,6 +288,26 @@ def _rare_gc(first_generation: int = 50_000):
         yield
     finally:
         gc.set_threshold(*before)
+
+
+def bounded_malloc() -> bool:
+    """Have glibc's malloc give large freed blocks back to the system (process-wide).
+
+    With several threads glibc gives each its own arena and, after large blocks are
+    freed, raises its mmap threshold (up to 32 MB), so the chunks' column-sized arrays
+    come from arenas and their memory is kept after use: the resident size of a long
+    scoring run creeps up. A fixed 1 MB threshold (large arrays are mapped and unmapped)
+    and two arenas keep it flat. For the command line, which owns its process; a no-op
+    (False) where the C library has no ``mallopt`` (musl, macOS, Windows).
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_mmap_threshold, m_arena_max = -3, -8  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 1 << 20)) and bool(mallopt(m_arena_max, 2))
 
 
 @_rare_gc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -30,6 +31,17 @@ def test_read_ahead_yields_every_item_in_order_from_another_thread():
     assert got == list(range(50))
     assert {e[2] for e in log if e[0] == "made"} == {"detector-read-ahead"}
     assert log[-1] == ("closed",)
+
+
+def test_read_ahead_makes_at_most_depth_items_not_yet_taken():
+    log: list = []
+    with _read_ahead(_items(log, 30), depth=1) as items:
+        for taken, i in enumerate(items, start=1):
+            time.sleep(0.002)  # let the thread run ahead if it could
+            made = sum(1 for e in log if e[0] == "made")
+            # Taken items, plus at most one made (or being made) ahead of the consumer.
+            assert made <= taken + 1, (made, taken)
+            assert i == taken - 1
 
 
 def test_read_ahead_raises_the_producers_error_at_its_item():
@@ -94,3 +106,16 @@ def test_validate_leaves_its_input_alone_when_every_row_is_valid(test_df):
 
 def test_default_threads_is_one_per_core_at_most_two():
     assert 1 <= jobs._default_threads() <= 2
+
+
+def test_bounded_malloc_takes_effect_on_glibc():
+    """In a child process (it is process-wide): glibc accepts both settings."""
+    import platform
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c",
+                          "from detector.jobs import bounded_malloc; print(bounded_malloc())"],
+                         capture_output=True, text=True, check=True)
+    expected = "True" if platform.libc_ver()[0] == "glibc" else "False"
+    assert res.stdout.strip() == expected

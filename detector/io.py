@@ -26,7 +26,9 @@ import csv
 import gzip
 import json
 import os
+import queue
 import secrets
+import threading
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -456,9 +458,118 @@ def _parse_chunk(data: bytes, names: list[str], encoding: str, usecols: list[str
 _STR = pd.StringDtype(na_value=np.nan)
 
 
+# Text columns alone (the pre-pass of ``score``: ids, dates, modes) need no type inference
+# and no NA tokens: every cell is its characters as written. Arrow's CSV parser gives
+# exactly that, in C++ without the GIL, several times faster than pandas, and two chunks
+# are parsed at once. Arrow is stricter than pandas (a short line is an error, not
+# missing cells): every error or disagreement on the row count hands the file to the
+# pandas reader like any other _Unsupported.
+_TEXT_THREADS = 2
+
+
+def _text_only(usecols: list[str] | None) -> bool:
+    return bool(usecols) and all(n in _TEXT_COLUMNS for n in usecols)
+
+
+def _parse_text_chunk(pieces: list[bytes], rows: int, names: list[str],
+                      usecols: list[str]) -> pd.DataFrame:
+    # Arrow takes a quoted field left open at the end of the data as closed there, where
+    # pandas fails ("EOF inside string"). A row of empty cells after the data tells: an
+    # open quote swallows it, and the row count no longer matches.
+    data = b"".join([*pieces, b"\n" + b"," * (len(names) - 1) + b"\n"])
+    if np.frombuffer(data, dtype=np.uint8).max(initial=0) >= 0x80:
+        # pandas decodes every cell, Arrow only the columns it keeps: a bad byte elsewhere
+        # must still stop the file (the pandas reader then words the error).
+        data.decode("utf-8")
+    if len(data) >= 2**31 - 1:
+        raise _Unsupported  # more than one Arrow block (block_size is 32-bit)
+    table = pacsv.read_csv(
+        pa.py_buffer(data),
+        # One block, read serially: Arrow's own cutting between blocks is never used, so
+        # records are exactly the cutter's (threads work on different chunks instead).
+        read_options=pacsv.ReadOptions(column_names=names, use_threads=False,
+                                       block_size=len(data) + 1),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=usecols, column_types=dict.fromkeys(usecols, pa.string()),
+            null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False),
+    )
+    # A line of spaces (blank for pandas, a row for Arrow) is one way to disagree here.
+    if table.num_rows != rows + 1 or any(
+            table.column(n)[rows].as_py() != "" for n in usecols):
+        raise _Unsupported
+    df = table.slice(0, rows).to_pandas()
+    if any(df[n].dtype != _STR for n in usecols):
+        raise _Unsupported
+    return df
+
+
+def _text_frames(chunks: Iterator[tuple[list[bytes], int]], names: list[str],
+                 usecols: list[str]) -> Iterator[pd.DataFrame]:
+    """The chunks parsed by :func:`_parse_text_chunk`, in order.
+
+    A feeder thread cuts the file (numpy, mostly without the GIL) and hands each chunk
+    to a pool that parses it, while the caller works on the frames already yielded; at
+    most one chunk per thread waits (bounded memory). An error in the cutter or a parse
+    is raised here, at the chunk where it happened.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    if len(set(names)) != len(names):
+        raise _Unsupported
+    pool = ThreadPoolExecutor(max_workers=_TEXT_THREADS, thread_name_prefix="detector-csv")
+    ready: queue.Queue = queue.Queue(maxsize=_TEXT_THREADS)
+    stop = threading.Event()
+
+    def put(item: Future | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def feed() -> None:
+        try:
+            for data, rows in chunks:
+                if not put(pool.submit(_parse_text_chunk, data, rows, names, usecols)):
+                    return
+            put(None)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put(exc)
+
+    feeder = threading.Thread(target=feed, name="detector-csv-cut", daemon=True)
+    feeder.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item.result()
+    finally:
+        stop.set()
+        feeder.join()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _pandas_frames(header: bytes, chunks: Iterator[tuple[list[bytes], int]],
+                   names: list[str], encoding: str,
+                   usecols: list[str] | None) -> Iterator[pd.DataFrame]:
+    na_values = {n: list(_NA_TOKENS) for n in names if n not in _TEXT_COLUMNS}
+    for data, rows in chunks:
+        with warnings.catch_warnings():
+            # pandas only warns when a chunk's first line is too long (it could
+            # be an index column); in the whole file that line is an error.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = _parse_chunk(b"".join([header, *data]), names, encoding, usecols,
+                              na_values)
+        if len(df) != rows:  # the cutter and pandas disagree on what a row is
+            raise _Unsupported
+        yield df
+
+
 def _iter_csv_fast(path: Path, names: list[str], encoding: str, chunk_rows: int,
                    usecols: list[str] | None = None):
-    na_values = {n: list(_NA_TOKENS) for n in names if n not in _TEXT_COLUMNS}
     yielded = 0
     try:
         if encoding != "utf-8-sig":
@@ -470,21 +581,16 @@ def _iter_csv_fast(path: Path, names: list[str], encoding: str, chunk_rows: int,
             # read_header skips a line of empty cells (",,,"), pandas would not.
             if not any(cell.strip() for cell in next(csv.reader(StringIO(head)), [])):
                 raise _Unsupported
-            for data, rows in chunks:
-                with warnings.catch_warnings():
-                    # pandas only warns when a chunk's first line is too long (it could
-                    # be an index column); in the whole file that line is an error.
-                    warnings.simplefilter("error", pd.errors.ParserWarning)
-                    df = _parse_chunk(b"".join([header, *data]), names, encoding, usecols,
-                                      na_values)
-                if len(df) != rows:  # the cutter and pandas disagree on what a row is
-                    raise _Unsupported
-                yielded += 1
-                yield df
+            frames = (_text_frames(chunks, names, usecols) if _text_only(usecols) else
+                      _pandas_frames(header, chunks, names, encoding, usecols))
+            with contextlib.closing(frames):
+                for df in frames:
+                    yielded += 1
+                    yield df
         if yielded == 0:
             raise _Unsupported  # no data rows: let pandas word it
     except (_Unsupported, StopIteration, pd.errors.ParserWarning, UnicodeDecodeError, ValueError, OSError, EOFError, zlib.error,
-            csv.Error, pd.errors.ParserError, pd.errors.EmptyDataError):
+            csv.Error, pd.errors.ParserError, pd.errors.EmptyDataError, pa.ArrowException):
         # The pandas reader reproduces the rows already yielded (same cuts): skip them.
         for i, df in enumerate(_iter_csv(path, names, encoding, chunk_rows, usecols)):
             if i >= yielded:

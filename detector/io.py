@@ -472,12 +472,16 @@ def _text_only(usecols: list[str] | None) -> bool:
     return bool(usecols) and all(n in _TEXT_COLUMNS for n in usecols)
 
 
-def _parse_text_chunk(pieces: list[bytes], rows: int, names: list[str],
-                      usecols: list[str]) -> pd.DataFrame:
+def _text_chunk_bytes(pieces: list[bytes], names: list[str]) -> bytes:
     # Arrow takes a quoted field left open at the end of the data as closed there, where
     # pandas fails ("EOF inside string"). A row of empty cells after the data tells: an
     # open quote swallows it, and the row count no longer matches.
-    data = b"".join([*pieces, b"\n" + b"," * (len(names) - 1) + b"\n"])
+    return b"".join([*pieces, b"\n" + b"," * (len(names) - 1) + b"\n"])
+
+
+def _parse_text_chunk(data: bytes, rows: int, names: list[str],
+                      usecols: list[str]) -> pd.DataFrame:
+    """``data`` (from :func:`_text_chunk_bytes`) parsed by Arrow, or _Unsupported."""
     if np.frombuffer(data, dtype=np.uint8).max(initial=0) >= 0x80:
         # pandas decodes every cell, Arrow only the columns it keeps: a bad byte elsewhere
         # must still stop the file (the pandas reader then words the error).
@@ -510,16 +514,18 @@ def _text_frames(chunks: Iterator[tuple[list[bytes], int]], names: list[str],
     """The chunks parsed by :func:`_parse_text_chunk`, in order.
 
     A feeder thread cuts the file (numpy, mostly without the GIL) and hands each chunk
-    to a pool that parses it, while the caller works on the frames already yielded; at
-    most one chunk per thread waits (bounded memory). An error in the cutter or a parse
-    is raised here, at the chunk where it happened.
+    to a pool that parses it, while the caller works on the frames already yielded; one
+    parsed chunk waits at most (bounded memory). The feeder also makes each chunk's
+    bytes: big buffers made by one thread, not several, are reused instead of being
+    kept by each thread's allocator. An error in the cutter or a parse is raised here,
+    at the chunk where it happened.
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
     if len(set(names)) != len(names):
         raise _Unsupported
     pool = ThreadPoolExecutor(max_workers=_TEXT_THREADS, thread_name_prefix="detector-csv")
-    ready: queue.Queue = queue.Queue(maxsize=_TEXT_THREADS)
+    ready: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
 
     def put(item: Future | BaseException | None) -> bool:
@@ -533,7 +539,8 @@ def _text_frames(chunks: Iterator[tuple[list[bytes], int]], names: list[str],
 
     def feed() -> None:
         try:
-            for data, rows in chunks:
+            for pieces, rows in chunks:
+                data = _text_chunk_bytes(pieces, names)
                 if not put(pool.submit(_parse_text_chunk, data, rows, names, usecols)):
                     return
             put(None)
@@ -920,6 +927,11 @@ def csv_table(df: pd.DataFrame) -> pa.Table:
         pa.types.is_string(f.type) else f for f in table.schema]))
 
 
+# Rows per CSV slice encoded by AtomicWriter.write_csv_tables: small buffers, and
+# work for both threads within one table.
+_ENCODE_ROWS = 25_000
+
+
 def _csv_bytes(table: pa.Table, header: bool | None) -> pa.Buffer | None:
     """``table`` as :meth:`AtomicWriter._write_csv` writes it (None: nothing to write)."""
     if header is None:
@@ -1020,8 +1032,10 @@ class AtomicWriter:
         :meth:`write` of each, sooner.
 
         Encoding a table as CSV (Arrow's C++, without the GIL) takes longer than reading
-        or writing it, so ``threads`` tables are encoded at once while the finished ones
-        are written; at most ``threads`` + 1 tables are held at any time.
+        or writing it, so ``threads`` slices of the tables are encoded at once while the
+        finished ones are written; at most ``threads`` + 1 slices of
+        ``_ENCODE_ROWS`` rows are held as CSV at any time. CSV rows are encoded one by
+        one, so slices give the bytes of the whole table.
         """
         from concurrent.futures import ThreadPoolExecutor
 
@@ -1041,9 +1055,12 @@ class AtomicWriter:
         try:
             for table in tables:
                 header = self._csv_table_header(table)
-                pending.append((pool.submit(_csv_bytes, table, header), table.num_rows))
-                while len(pending) > max(1, int(threads)):
-                    write_oldest()
+                for start in range(0, max(table.num_rows, 1), _ENCODE_ROWS):
+                    part = table.slice(start, _ENCODE_ROWS)
+                    pending.append((pool.submit(_csv_bytes, part, header), part.num_rows))
+                    header = False if header is not None else None
+                    while len(pending) > max(1, int(threads)):
+                        write_oldest()
             while pending:
                 write_oldest()
         finally:

@@ -222,13 +222,14 @@ def test_prepass_parquet_and_jsonl_keep_their_readers(tmp_path: Path, monkeypatc
 
 def test_text_chunk_parser_refuses_what_pandas_reads_otherwise() -> None:
     names = ["a", "b", "c"]
-    ok = dio._parse_text_chunk([b'x,"y\n1",NA\n', b"\n", b',"",null'], 2, names, ["a", "c"])
+    ok = dio._parse_text_chunk(dio._text_chunk_bytes([b'x,"y\n1",NA\n', b"\n", b',"",null'],
+                                                    names), 2, names, ["a", "c"])
     assert ok["a"].tolist() == ["x", ""] and ok["c"].tolist() == ["NA", "null"]
     assert ok["a"].dtype == dio._STR
     for data, rows in ((b"x,y,z\n  \n", 1), (b"x,y\n", 1), (b"x,y,z\n", 2),
                        (b"x,\xe9,z\n", 1), (b'x,y,"z\n', 1), (b'x,y,"z', 1)):
         with pytest.raises((dio._Unsupported, pa.ArrowInvalid, UnicodeDecodeError)):
-            dio._parse_text_chunk([data], rows, names, ["a"])
+            dio._parse_text_chunk(dio._text_chunk_bytes([data], names), rows, names, ["a"])
 
 
 # --------------------------------------------------------------------------- rank pass
@@ -255,8 +256,12 @@ def _csv_ready_tables(rng: np.random.Generator) -> list[pa.Table]:
     return tables
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3, 8])
-def test_threaded_csv_tables_write_the_same_bytes(tmp_path: Path, threads: int) -> None:
+@pytest.mark.parametrize("threads,slice_rows", [(1, 25_000), (2, 25_000), (2, 3), (3, 1),
+                                               (8, 7)])
+def test_threaded_csv_tables_write_the_same_bytes(tmp_path: Path, monkeypatch, threads: int,
+                                                  slice_rows: int) -> None:
+    # Small slices: the tables are encoded in several pieces, many in flight.
+    monkeypatch.setattr(dio, "_ENCODE_ROWS", slice_rows)
     tables = _csv_ready_tables(np.random.default_rng(threads))
     one_by_one, ahead = tmp_path / "one.csv", tmp_path / "ahead.csv"
     with dio.AtomicWriter(one_by_one) as w:
@@ -271,7 +276,9 @@ def test_threaded_csv_tables_write_the_same_bytes(tmp_path: Path, threads: int) 
     assert b"'=1+2" in data or b"'=y" in data  # formulas stay defused
 
 
-def test_threaded_csv_tables_after_a_first_write_and_on_errors(tmp_path: Path) -> None:
+def test_threaded_csv_tables_after_a_first_write_and_on_errors(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    monkeypatch.setattr(dio, "_ENCODE_ROWS", 4)
     tables = _csv_ready_tables(np.random.default_rng(0))
     want, got = tmp_path / "want.csv", tmp_path / "got.csv"
     with dio.AtomicWriter(want) as w:

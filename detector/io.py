@@ -26,9 +26,12 @@ import csv
 import gzip
 import json
 import os
+import queue
 import secrets
+import threading
 import warnings
 import zlib
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from io import BytesIO, StringIO
 from itertools import islice
@@ -456,9 +459,125 @@ def _parse_chunk(data: bytes, names: list[str], encoding: str, usecols: list[str
 _STR = pd.StringDtype(na_value=np.nan)
 
 
+# Text columns alone (the pre-pass of ``score``: ids, dates, modes) need no type inference
+# and no NA tokens: every cell is its characters as written. Arrow's CSV parser gives
+# exactly that, in C++ without the GIL, several times faster than pandas, and two chunks
+# are parsed at once. Arrow is stricter than pandas (a short line is an error, not
+# missing cells): every error or disagreement on the row count hands the file to the
+# pandas reader like any other _Unsupported.
+_TEXT_THREADS = 2
+
+
+def _text_only(usecols: list[str] | None) -> bool:
+    return bool(usecols) and all(n in _TEXT_COLUMNS for n in usecols)
+
+
+def _text_chunk_bytes(pieces: list[bytes], names: list[str]) -> bytes:
+    # Arrow takes a quoted field left open at the end of the data as closed there, where
+    # pandas fails ("EOF inside string"). A row of empty cells after the data tells: an
+    # open quote swallows it, and the row count no longer matches.
+    return b"".join([*pieces, b"\n" + b"," * (len(names) - 1) + b"\n"])
+
+
+def _parse_text_chunk(data: bytes, rows: int, names: list[str],
+                      usecols: list[str]) -> pd.DataFrame:
+    """``data`` (from :func:`_text_chunk_bytes`) parsed by Arrow, or _Unsupported."""
+    if np.frombuffer(data, dtype=np.uint8).max(initial=0) >= 0x80:
+        # pandas decodes every cell, Arrow only the columns it keeps: a bad byte elsewhere
+        # must still stop the file (the pandas reader then words the error).
+        data.decode("utf-8")
+    if len(data) >= 2**31 - 1:
+        raise _Unsupported  # more than one Arrow block (block_size is 32-bit)
+    table = pacsv.read_csv(
+        pa.py_buffer(data),
+        # One block, read serially: Arrow's own cutting between blocks is never used, so
+        # records are exactly the cutter's (threads work on different chunks instead).
+        read_options=pacsv.ReadOptions(column_names=names, use_threads=False,
+                                       block_size=len(data) + 1),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=usecols, column_types=dict.fromkeys(usecols, pa.string()),
+            null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False),
+    )
+    # A line of spaces (blank for pandas, a row for Arrow) is one way to disagree here.
+    if table.num_rows != rows + 1 or any(
+            table.column(n)[rows].as_py() != "" for n in usecols):
+        raise _Unsupported
+    df = table.slice(0, rows).to_pandas()
+    if any(df[n].dtype != _STR for n in usecols):
+        raise _Unsupported
+    return df
+
+
+def _text_frames(chunks: Iterator[tuple[list[bytes], int]], names: list[str],
+                 usecols: list[str]) -> Iterator[pd.DataFrame]:
+    """The chunks parsed by :func:`_parse_text_chunk`, in order.
+
+    A feeder thread cuts the file (numpy, mostly without the GIL) and hands each chunk
+    to a pool that parses it, while the caller works on the frames already yielded; one
+    parsed chunk waits at most (bounded memory). The feeder also makes each chunk's
+    bytes: big buffers made by one thread, not several, are reused instead of being
+    kept by each thread's allocator. An error in the cutter or a parse is raised here,
+    at the chunk where it happened.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    if len(set(names)) != len(names):
+        raise _Unsupported
+    pool = ThreadPoolExecutor(max_workers=_TEXT_THREADS, thread_name_prefix="detector-csv")
+    ready: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: Future | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def feed() -> None:
+        try:
+            for pieces, rows in chunks:
+                data = _text_chunk_bytes(pieces, names)
+                if not put(pool.submit(_parse_text_chunk, data, rows, names, usecols)):
+                    return
+            put(None)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put(exc)
+
+    feeder = threading.Thread(target=feed, name="detector-csv-cut", daemon=True)
+    feeder.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item.result()
+    finally:
+        stop.set()
+        feeder.join()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _pandas_frames(header: bytes, chunks: Iterator[tuple[list[bytes], int]],
+                   names: list[str], encoding: str,
+                   usecols: list[str] | None) -> Iterator[pd.DataFrame]:
+    na_values = {n: list(_NA_TOKENS) for n in names if n not in _TEXT_COLUMNS}
+    for data, rows in chunks:
+        with warnings.catch_warnings():
+            # pandas only warns when a chunk's first line is too long (it could
+            # be an index column); in the whole file that line is an error.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = _parse_chunk(b"".join([header, *data]), names, encoding, usecols,
+                              na_values)
+        if len(df) != rows:  # the cutter and pandas disagree on what a row is
+            raise _Unsupported
+        yield df
+
+
 def _iter_csv_fast(path: Path, names: list[str], encoding: str, chunk_rows: int,
                    usecols: list[str] | None = None):
-    na_values = {n: list(_NA_TOKENS) for n in names if n not in _TEXT_COLUMNS}
     yielded = 0
     try:
         if encoding != "utf-8-sig":
@@ -470,21 +589,16 @@ def _iter_csv_fast(path: Path, names: list[str], encoding: str, chunk_rows: int,
             # read_header skips a line of empty cells (",,,"), pandas would not.
             if not any(cell.strip() for cell in next(csv.reader(StringIO(head)), [])):
                 raise _Unsupported
-            for data, rows in chunks:
-                with warnings.catch_warnings():
-                    # pandas only warns when a chunk's first line is too long (it could
-                    # be an index column); in the whole file that line is an error.
-                    warnings.simplefilter("error", pd.errors.ParserWarning)
-                    df = _parse_chunk(b"".join([header, *data]), names, encoding, usecols,
-                                      na_values)
-                if len(df) != rows:  # the cutter and pandas disagree on what a row is
-                    raise _Unsupported
-                yielded += 1
-                yield df
+            frames = (_text_frames(chunks, names, usecols) if _text_only(usecols) else
+                      _pandas_frames(header, chunks, names, encoding, usecols))
+            with contextlib.closing(frames):
+                for df in frames:
+                    yielded += 1
+                    yield df
         if yielded == 0:
             raise _Unsupported  # no data rows: let pandas word it
     except (_Unsupported, StopIteration, pd.errors.ParserWarning, UnicodeDecodeError, ValueError, OSError, EOFError, zlib.error,
-            csv.Error, pd.errors.ParserError, pd.errors.EmptyDataError):
+            csv.Error, pd.errors.ParserError, pd.errors.EmptyDataError, pa.ArrowException):
         # The pandas reader reproduces the rows already yielded (same cuts): skip them.
         for i, df in enumerate(_iter_csv(path, names, encoding, chunk_rows, usecols)):
             if i >= yielded:
@@ -824,6 +938,20 @@ def csv_table(df: pd.DataFrame) -> pa.Table:
         pa.types.is_string(f.type) else f for f in table.schema]))
 
 
+# Rows per CSV slice encoded by AtomicWriter.write_csv_tables: small buffers, and
+# work for both threads within one table.
+_ENCODE_ROWS = 25_000
+
+
+def _csv_bytes(table: pa.Table, header: bool | None) -> pa.Buffer | None:
+    """``table`` as :meth:`AtomicWriter._write_csv` writes it (None: nothing to write)."""
+    if header is None:
+        return None
+    sink = pa.BufferOutputStream()
+    AtomicWriter._write_csv(table, sink, header)
+    return sink.getvalue()
+
+
 class AtomicWriter:
     """Write a table in chunks to ``path``, all or nothing.
 
@@ -910,7 +1038,48 @@ class AtomicWriter:
             self._write_parquet(df, fh)
         self.rows_written += len(df)
 
-    def _write_csv_table(self, table: pa.Table) -> None:
+    def write_csv_tables(self, tables: Iterable[pa.Table], threads: int = 2) -> None:
+        """Write tables made by :func:`csv_table`, in order: the same bytes as
+        :meth:`write` of each, sooner.
+
+        Encoding a table as CSV (Arrow's C++, without the GIL) takes longer than reading
+        or writing it, so ``threads`` slices of the tables are encoded at once while the
+        finished ones are written; at most ``threads`` + 1 slices of
+        ``_ENCODE_ROWS`` rows are held as CSV at any time. CSV rows are encoded one by
+        one, so slices give the bytes of the whole table.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._done:
+            raise ValueError(f"AtomicWriter for {self.path} is already closed")
+        pool = ThreadPoolExecutor(max_workers=max(1, int(threads)),
+                                  thread_name_prefix="detector-csv-write")
+        pending: deque = deque()
+
+        def write_oldest() -> None:
+            encoded, rows = pending.popleft()
+            data = encoded.result()
+            if data is not None:
+                self._file.open().write(data)
+            self.rows_written += rows
+
+        try:
+            for table in tables:
+                header = self._csv_table_header(table)
+                for start in range(0, max(table.num_rows, 1), _ENCODE_ROWS):
+                    part = table.slice(start, _ENCODE_ROWS)
+                    pending.append((pool.submit(_csv_bytes, part, header), part.num_rows))
+                    header = False if header is not None else None
+                    while len(pending) > max(1, int(threads)):
+                        write_oldest()
+            while pending:
+                write_oldest()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _csv_table_header(self, table: pa.Table) -> bool | None:
+        """Check a table's columns: whether it is written with the header (the first
+        one), or None when there is nothing to write."""
         if self.format != "csv":
             raise ValueError(f"an Arrow table (from csv_table) can only be written to a CSV "
                              f"output, not {self.path}")
@@ -920,12 +1089,16 @@ class AtomicWriter:
         elif table.column_names != self._columns:
             raise ValueError(f"every chunk written to {self.path} must have the first "
                              f"chunk's columns {self._columns[:5]}")
-        if table.num_rows or first:
-            self._write_csv(table, self._file.open(), first)
+        return first if table.num_rows or first else None
+
+    def _write_csv_table(self, table: pa.Table) -> None:
+        header = self._csv_table_header(table)
+        if header is not None:
+            self._write_csv(table, self._file.open(), header)
         self.rows_written += table.num_rows
 
     @staticmethod
-    def _write_csv(table: pa.Table, fh: IO[bytes], header: bool) -> None:
+    def _write_csv(table: pa.Table, fh: IO[bytes] | pa.NativeFile, header: bool) -> None:
         # pyarrow's writer is C++ and several times faster than to_csv. It quotes every
         # text cell, so a cell holding "\r" or "\n" can never split a row; numbers are
         # written in their shortest exact form (read back bit for bit) and missing values

@@ -203,9 +203,9 @@ def score(model, input, output, chunk_rows, threads, workers, engine, scheduler,
               f"{summary['rejected']:,}")
         _out(summary)
         return
-    from .jobs import bounded_malloc, score_file
+    from .jobs import lean_allocators, score_file
 
-    bounded_malloc()
+    lean_allocators()
     bar = {"obj": None}
 
     def on_total(total):

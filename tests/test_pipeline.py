@@ -108,14 +108,16 @@ def test_default_threads_is_one_per_core_at_most_two():
     assert 1 <= jobs._default_threads() <= 2
 
 
-def test_bounded_malloc_takes_effect_on_glibc():
-    """In a child process (it is process-wide): glibc accepts both settings."""
+def test_lean_allocators_take_effect():
+    """In a child process (they are process-wide): Arrow on the system allocator, and
+    glibc (where the C library is glibc) accepting one arena."""
     import platform
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, "-c",
-                          "from detector.jobs import bounded_malloc; print(bounded_malloc())"],
-                         capture_output=True, text=True, check=True)
-    expected = "True" if platform.libc_ver()[0] == "glibc" else "False"
-    assert res.stdout.strip() == expected
+    code = ("import pyarrow as pa; from detector.jobs import lean_allocators; "
+            "ok = lean_allocators(); print(ok, pa.default_memory_pool().backend_name)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    glibc = "True" if platform.libc_ver()[0] == "glibc" else "False"
+    assert res.stdout.split() == [glibc, "system"]

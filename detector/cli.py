@@ -203,9 +203,9 @@ def score(model, input, output, chunk_rows, threads, workers, engine, scheduler,
               f"{summary['rejected']:,}")
         _out(summary)
         return
-    from .jobs import lean_allocators, score_file
+    from .jobs import batch_process_settings, score_file
 
-    lean_allocators()
+    batch_process_settings()
     bar = {"obj": None}
 
     def on_total(total):

@@ -108,16 +108,17 @@ def test_default_threads_is_one_per_core_at_most_two():
     assert 1 <= jobs._default_threads() <= 2
 
 
-def test_lean_allocators_take_effect():
-    """In a child process (they are process-wide): Arrow on the system allocator, and
-    glibc (where the C library is glibc) accepting one arena."""
+def test_batch_process_settings_take_effect():
+    """In a child process (they are process-wide): Arrow on the system allocator, glibc
+    (where the C library is glibc) accepting one arena, a 20 ms switch interval."""
     import platform
     import subprocess
     import sys
 
-    code = ("import pyarrow as pa; from detector.jobs import lean_allocators; "
-            "ok = lean_allocators(); print(ok, pa.default_memory_pool().backend_name)")
+    code = ("import sys, pyarrow as pa; from detector.jobs import batch_process_settings; "
+            "ok = batch_process_settings(); "
+            "print(ok, pa.default_memory_pool().backend_name, sys.getswitchinterval())")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     glibc = "True" if platform.libc_ver()[0] == "glibc" else "False"
-    assert res.stdout.split() == [glibc, "system"]
+    assert res.stdout.split() == [glibc, "system", "0.02"]

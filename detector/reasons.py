@@ -200,6 +200,10 @@ def _range(det, name, rows):
     return _num(np.exp(med - 2 * sc)), _num(np.exp(med + 2 * sc))
 
 
+_HS4_SENTENCES = frozenset({"composition_foreign", "rare_earth_excess", "composition_surprise",
+                            "description_foreign", "exporter_commodity_rarity"})
+
+
 def _sentences(name: str, high: np.ndarray, det, rows: np.ndarray) -> np.ndarray:
     """The numbers behind one feature's reason for the given rows."""
     r = det["r"]
@@ -239,8 +243,8 @@ def _sentences(name: str, high: np.ndarray, det, rows: np.ndarray) -> np.ndarray
         x = det["value_per_kg|x"][rows]
         return ("value " + _num(np.exp(x)) + " per kg vs " + _num(np.exp(det["history|med"][rows]))
                 + " usual for exporter " + _s(r["exporter_id_raw"][rows]) + " on this code")
-    hs = det["hs_text"][rows]
-    hs4 = np.array([h[:4] for h in hs], dtype=object)
+    if name in _HS4_SENTENCES:  # made only where the sentence quotes it
+        hs4 = np.array([h[:4] for h in det["hs_text"][rows]], dtype=object)
     if name == "composition_foreign":
         return (_pct(v) + " of the declared composition is made of components rarely "
                 "declared under hs " + hs4 + " ('" + _s(r["composition"][rows]) + "')")

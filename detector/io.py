@@ -459,6 +459,64 @@ def _parse_chunk(data: bytes, names: list[str], encoding: str, usecols: list[str
 _STR = pd.StringDtype(na_value=np.nan)
 
 
+@contextlib.contextmanager
+def _read_ahead(items: Iterator, depth: int = 1):
+    """Iterate ``items`` in a background thread, at most ``depth`` items ahead.
+
+    Parsing a chunk (pandas' C tokenizer, Arrow strings) mostly runs without the GIL,
+    so the next chunk is read (and validated, and so on) while this one is used. "Ahead" counts
+    the item being made too: the thread starts an item only when fewer than ``depth``
+    are waiting, so a chunk's memory is never held twice over for nothing. An
+    exception in the thread is raised here, in the consumer, at the item where it
+    happened; leaving the block stops the thread (within one item) and closes ``items``.
+    """
+    q: queue.Queue = queue.Queue()
+    room = threading.Semaphore(depth)  # items that may be made and not yet taken
+    stop = threading.Event()
+    end = object()
+
+    def wait_for_room() -> bool:
+        while not stop.is_set():
+            if room.acquire(timeout=0.05):
+                return True
+        return False
+
+    def run() -> None:
+        try:
+            while wait_for_room():
+                try:
+                    item = next(items)
+                except StopIteration:
+                    q.put((True, end))
+                    return
+                q.put((True, item))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            q.put((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=run, name="detector-read-ahead", daemon=True)
+    thread.start()
+
+    def consume() -> Iterator:
+        while True:
+            ok, item = q.get()
+            room.release()
+            if not ok:
+                raise item
+            if item is end:
+                return
+            yield item
+
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        thread.join()
+
+
 # Text columns alone (the pre-pass of ``score``: ids, dates, modes) need no type inference
 # and no NA tokens: every cell is its characters as written. Arrow's CSV parser gives
 # exactly that, in C++ without the GIL, several times faster than pandas, and two chunks
@@ -513,50 +571,29 @@ def _text_frames(chunks: Iterator[tuple[list[bytes], int]], names: list[str],
                  usecols: list[str]) -> Iterator[pd.DataFrame]:
     """The chunks parsed by :func:`_parse_text_chunk`, in order.
 
-    A feeder thread cuts the file (numpy, mostly without the GIL) and hands each chunk
-    to a pool that parses it, while the caller works on the frames already yielded; one
-    parsed chunk waits at most (bounded memory). The feeder also makes each chunk's
-    bytes: big buffers made by one thread, not several, are reused instead of being
-    kept by each thread's allocator. An error in the cutter or a parse is raised here,
-    at the chunk where it happened.
+    The read-ahead thread cuts the file (numpy, mostly without the GIL) and hands each
+    chunk to a pool that parses it, while the caller works on the frames already
+    yielded; at most one chunk per parsing thread is cut and not yet taken (bounded
+    memory). The cutting thread also makes each chunk's bytes: big buffers made by one
+    thread, not several, are reused instead of being kept by each thread's allocator.
+    An error in the cutter or a parse is raised here, at the chunk where it happened.
     """
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
     if len(set(names)) != len(names):
         raise _Unsupported
     pool = ThreadPoolExecutor(max_workers=_TEXT_THREADS, thread_name_prefix="detector-csv")
-    ready: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
 
-    def put(item: Future | BaseException | None) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def submitted():
+        for pieces, rows in chunks:
+            yield pool.submit(_parse_text_chunk, _text_chunk_bytes(pieces, names), rows,
+                              names, usecols)
 
-    def feed() -> None:
-        try:
-            for pieces, rows in chunks:
-                data = _text_chunk_bytes(pieces, names)
-                if not put(pool.submit(_parse_text_chunk, data, rows, names, usecols)):
-                    return
-            put(None)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            put(exc)
-
-    feeder = threading.Thread(target=feed, name="detector-csv-cut", daemon=True)
-    feeder.start()
     try:
-        while (item := ready.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item.result()
+        with _read_ahead(submitted(), depth=_TEXT_THREADS) as parses:
+            for parse in parses:
+                yield parse.result()
     finally:
-        stop.set()
-        feeder.join()
         pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import queue
 import tempfile
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -23,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, SchemaError
-from .io import AtomicWriter, csv_table, iter_tables, read_table
+from .io import AtomicWriter, _read_ahead, csv_table, iter_tables, read_table
 from .model import DeclarationModel, load_model
 from .schema import load_column_mapping
 from .validate import IdTracker, summarise_rejects, validate
@@ -157,64 +155,6 @@ def _worker_init(model_state: bytes, context, spill_columns) -> None:
 
 def _worker_score(valid: pd.DataFrame) -> _Part:
     return _score_part(_WORKER["model"], valid, _WORKER["context"], _WORKER["spill_columns"])
-
-
-@contextlib.contextmanager
-def _read_ahead(items: Iterator, depth: int = 1):
-    """Iterate ``items`` in a background thread, at most ``depth`` items ahead.
-
-    Parsing a chunk (pandas' C tokenizer, Arrow strings) mostly runs without the GIL,
-    so the next chunk is read and validated while this one is scored. "Ahead" counts
-    the item being made too: the thread starts an item only when fewer than ``depth``
-    are waiting, so a chunk's memory is never held twice over for nothing. An
-    exception in the thread is raised here, in the consumer, at the item where it
-    happened; leaving the block stops the thread (within one item) and closes ``items``.
-    """
-    q: queue.Queue = queue.Queue()
-    room = threading.Semaphore(depth)  # items that may be made and not yet taken
-    stop = threading.Event()
-    end = object()
-
-    def wait_for_room() -> bool:
-        while not stop.is_set():
-            if room.acquire(timeout=0.05):
-                return True
-        return False
-
-    def run() -> None:
-        try:
-            while wait_for_room():
-                try:
-                    item = next(items)
-                except StopIteration:
-                    q.put((True, end))
-                    return
-                q.put((True, item))
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            q.put((False, exc))
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    thread = threading.Thread(target=run, name="detector-read-ahead", daemon=True)
-    thread.start()
-
-    def consume() -> Iterator:
-        while True:
-            ok, item = q.get()
-            room.release()
-            if not ok:
-                raise item
-            if item is end:
-                return
-            yield item
-
-    try:
-        yield consume()
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _default_threads() -> int:

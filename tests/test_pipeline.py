@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from detector import jobs, reasons
-from detector.jobs import _read_ahead
+from detector.io import _read_ahead
 from detector.validate import IdTracker, validate
 
 

@@ -111,20 +111,26 @@ def test_score_chunked_equals_one_chunk(trained, small_model, tmp_path):
 
 
 @pytest.mark.parametrize("ext", ["csv", "parquet"])
-def test_score_threads_and_worker_processes_equal_one_thread(trained, small_model, tmp_path,
+def test_score_threads_and_worker_processes_equal_one_thread(trained, dirty_input, tmp_path,
                                                              ext):
     """Scoring threads and real spawned worker processes give the same file, byte for
-    byte, as one thread (CSV: the Arrow spill; Parquet: the generic spill)."""
+    byte, as one thread (CSV: the Arrow spill; Parquet: the generic spill), rejects and
+    a duplicate id three chunks after its first occurrence included."""
+    df = pd.read_csv(dirty_input[0], dtype="str", keep_default_na=False)
+    df.loc[2100, "declaration_id"] = df.loc[5, "declaration_id"]
+    src = tmp_path / "input.csv"
+    df.to_csv(src, index=False)
     one, two, procs = (tmp_path / f"{n}.{ext}" for n in ("one", "two", "procs"))
-    res = _run("score", trained, small_model["test"], "-o", one, "--chunk-rows", 700,
-               "--threads", 1)
-    assert json.loads(res.stdout)["threads"] == 1
-    res = _run("score", trained, small_model["test"], "-o", two, "--chunk-rows", 700,
-               "--threads", 2)
-    assert json.loads(res.stdout)["threads"] == 2
-    res = _run("score", trained, small_model["test"], "-o", procs, "--chunk-rows", 700,
-               "--workers", 2)
-    assert json.loads(res.stdout)["workers"] == 2
+    res = _json(_run("score", trained, src, "-o", one, "--chunk-rows", 700, "--threads", 1))
+    assert res["threads"] == 1 and res["rejected"] >= 4
+    rejects = pd.read_csv(one.with_name("one.rejects.csv"), dtype="str")
+    dup = rejects[rejects["row_number"].astype(int) == 2101]  # 1-based data row
+    assert dup["declaration_id"].tolist() == [df.loc[5, "declaration_id"]]
+    assert "declaration_id" in dup["column"].iloc[0]
+    res = _json(_run("score", trained, src, "-o", two, "--chunk-rows", 700, "--threads", 2))
+    assert res["threads"] == 2
+    res = _json(_run("score", trained, src, "-o", procs, "--chunk-rows", 700, "--workers", 2))
+    assert res["workers"] == 2
     for other in (two, procs):
         assert one.read_bytes() == other.read_bytes()
         assert one.with_name("one.rejects.csv").read_bytes() == \

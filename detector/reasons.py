@@ -267,20 +267,23 @@ def _sentences(name: str, high: np.ndarray, det, rows: np.ndarray) -> np.ndarray
         among = det[f"{name}|among"][rows]
         lvl = det.get(f"{name}|level")
         scope = (" of " + _level_label(det, lvl[rows], rows)) if lvl is not None else ""
-        k, n_ = seen.astype(np.int64).astype(str).astype(object), \
-            among.astype(np.int64).astype(str).astype(object)
         what = np.broadcast_to(np.asarray(what, dtype=object), seen.shape)
         scope = np.broadcast_to(np.asarray(scope, dtype=object), seen.shape)
-        # Each row gets only its own wording built.
-        never = seen <= 0
+        k, n_ = seen.astype(np.int64), among.astype(np.int64)
+        # One f-string per row (each row gets only its own wording), not a chain of
+        # object-array additions that makes every intermediate string.
         out = np.empty(len(seen), dtype=object)
-        out[never] = (what[never] + " never seen in " + n_[never] + " training declarations"
-                      + scope[never])
-        met = ~never
+        is_never = seen <= 0
+        never = np.flatnonzero(is_never)
+        out[never] = [f"{w} never seen in {b} training declarations{c}" for w, b, c in zip(
+            what[never].tolist(), n_[never].tolist(), scope[never].tolist(), strict=True)]
+        met = np.flatnonzero(~is_never)
         with np.errstate(divide="ignore", invalid="ignore"):
             share = _pct(np.where(among[met] > 0, seen[met] / among[met], 0.0))
-        out[met] = (what[met] + " in " + k[met] + " of " + n_[met] + " training declarations"
-                    + scope[met] + " (" + share + ")")
+        out[met] = [f"{w} in {a} of {b} training declarations{c} ({p})"
+                    for w, a, b, c, p in zip(what[met].tolist(), k[met].tolist(),
+                                             n_[met].tolist(), scope[met].tolist(),
+                                             share.tolist(), strict=True)]
         return out
 
     if name.startswith(EXTRA_RARITY):

@@ -355,9 +355,9 @@ def reason_texts(features, X: np.ndarray, det: dict, idx: np.ndarray) -> list[li
             hi_code, lo_code = "EXTRA_VALUE_HIGH", "EXTRA_VALUE_LOW"
         else:
             hi_code, lo_code = REASON_CODES.get(name, (name.upper(), name.upper()))
-        codes = np.where(high, hi_code, lo_code).astype(object)
-        text = codes + ": " + _sentences(name, high, det, rows)
-        out[rows_k] = text
+        # Two possible prefixes: one addition per row, not two.
+        prefix = np.where(high, hi_code + ": ", lo_code + ": ").astype(object)
+        out[rows_k] = prefix + _sentences(name, high, det, rows)
     chosen = idx >= 0
     result: list[list[str]] = [[] for _ in range(n)]
     if n > _FEW_ROWS and (chosen[:, 1:] <= chosen[:, :-1]).all():

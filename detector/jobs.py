@@ -420,7 +420,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
         with out_w as w:
             if n_scored and csv_spill is not None:
                 # Encoded in threads, written in order: the same bytes as one by one.
-                w.write_csv_tables(csv_spill.tables(rank), threads=_default_threads())
+                w.write_csv_tables(csv_spill.tables(rank), threads=threads)
                 _lane_counts(lanes, np.array(lane_names, dtype=object)[
                     np.concatenate(lane_codes)], chunk_rows)
             elif n_scored:

@@ -200,8 +200,9 @@ def _range(det, name, rows):
     return _num(np.exp(med - 2 * sc)), _num(np.exp(med + 2 * sc))
 
 
-_HS4_SENTENCES = frozenset({"composition_foreign", "rare_earth_excess", "composition_surprise",
-                            "description_foreign", "exporter_commodity_rarity"})
+def _hs4(det, rows: np.ndarray) -> np.ndarray:
+    """The rows' commodity codes cut to 4 digits (made only by sentences that quote them)."""
+    return np.array([h[:4] for h in det["hs_text"][rows]], dtype=object)
 
 
 def _sentences(name: str, high: np.ndarray, det, rows: np.ndarray) -> np.ndarray:
@@ -243,16 +244,16 @@ def _sentences(name: str, high: np.ndarray, det, rows: np.ndarray) -> np.ndarray
         x = det["value_per_kg|x"][rows]
         return ("value " + _num(np.exp(x)) + " per kg vs " + _num(np.exp(det["history|med"][rows]))
                 + " usual for exporter " + _s(r["exporter_id_raw"][rows]) + " on this code")
-    if name in _HS4_SENTENCES:  # made only where the sentence quotes it
-        hs4 = np.array([h[:4] for h in det["hs_text"][rows]], dtype=object)
     if name == "composition_foreign":
         return (_pct(v) + " of the declared composition is made of components rarely "
-                "declared under hs " + hs4 + " ('" + _s(r["composition"][rows]) + "')")
+                "declared under hs " + _hs4(det, rows) + " ('" + _s(r["composition"][rows])
+                + "')")
     if name == "rare_earth_excess":
         return ("rare-earth compounds make " + _pct(v) + " of the declared composition, "
-                "unusual under hs " + hs4 + " ('" + _s(r["composition"][rows]) + "')")
+                "unusual under hs " + _hs4(det, rows) + " ('" + _s(r["composition"][rows])
+                + "')")
     if name == "composition_surprise":
-        p = det["composition|p_decl"][rows]
+        p, hs4 = det["composition|p_decl"][rows], _hs4(det, rows)
         return np.where(high | (r["composition"][rows] != None),  # noqa: E711
                         "composition declared where only " + _pct(p) + " of hs " + hs4
                         + " declarations state one",
@@ -260,7 +261,8 @@ def _sentences(name: str, high: np.ndarray, det, rows: np.ndarray) -> np.ndarray
                         + " declarations state one")
     if name == "description_foreign":
         return ("description '" + _s(r["description"][rows]) + "' uses words never seen "
-                "for hs " + hs4 + " (" + _pct(v) + " of its words)")
+                "for hs " + _hs4(det, rows) + " (" + _pct(v) + " of its words)")
+
     def counted(what: str) -> np.ndarray:
         """'never seen in N training declarations of X' / 'in K of N ... (p%)'."""
         seen = det[f"{name}|seen"][rows]
@@ -307,8 +309,8 @@ def _sentences(name: str, high: np.ndarray, det, rows: np.ndarray) -> np.ndarray
         return counted("exporter " + _s(r["exporter_id_raw"][rows]) + ": origin "
                        + _s(r["origin_country_raw"][rows])) + " by this exporter"
     if name == "exporter_commodity_rarity":
-        return counted("exporter " + _s(r["exporter_id_raw"][rows]) + ": hs " + hs4) \
-            + " by this exporter"
+        return counted("exporter " + _s(r["exporter_id_raw"][rows]) + ": hs "
+                       + _hs4(det, rows)) + " by this exporter"
     if name == "mode_rarity":
         return counted("transport " + _s(r["transport_mode_raw"][rows]))
     if name == "package_rarity":

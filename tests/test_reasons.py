@@ -159,3 +159,18 @@ def test_pct_formats_each_value_once_as_before(n: int) -> None:
     y = x * 100
     want = np.where(np.abs(y) < 1, _num(y), _num(np.round(y))).astype(object) + "%"
     assert _pct(x).tolist() == want.tolist()
+
+
+def test_every_feature_has_a_sentence(model, test_df):
+    """Each feature's reason sentence builds for any rows (a branch that used a value
+    made only for other branches would fail here, not on the first file that needs it)."""
+    from detector.reasons import _sentences
+
+    X, det = model.features_.transform_details(test_df.head(40), None)
+    names = model.features_.feature_names_
+    full = dict(det, X=X, names=names)
+    rows = np.arange(len(X))
+    for j, name in enumerate(names):
+        out = _sentences(name, X[rows, j] > model.features_.neutral_[j], full, rows)
+        assert len(out) == len(rows), name
+        assert all(isinstance(t, str) and t for t in out), name

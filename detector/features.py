@@ -532,11 +532,15 @@ class DeclarationFeatures:
         need = ("exporter_id", "date", "transport_mode")
         if any(c not in df.columns for c in need) or len(df) == 0:
             return pd.Series(dtype="int64")
-        mode = pd.Series(df["transport_mode"], dtype="str").str.strip().str.lower()
-        small = mode.isin(_SMALL_MODES).to_numpy()
-        day = _days(df["date"].to_numpy())
-        exp = pd.Series(df["exporter_id"], dtype="str").str.strip()
-        ok = small & (day >= 0) & exp.notna().to_numpy()
+        # Post and courier items are a small share of a file: the mode is tested on its
+        # few distinct values, and dates and exporters are read only for those rows.
+        codes, uniq = pd.factorize(pd.Series(df["transport_mode"], dtype="str"))
+        small_u = pd.Series(uniq, dtype="str").str.strip().str.lower().isin(_SMALL_MODES)
+        small = np.append(small_u.to_numpy(dtype=bool), False)[codes]  # -1: missing
+        rows = np.flatnonzero(small)
+        day = _days(df["date"].iloc[rows].to_numpy())
+        exp = pd.Series(df["exporter_id"].iloc[rows], dtype="str").str.strip()
+        ok = (day >= 0) & exp.notna().to_numpy()
         if not ok.any():
             return pd.Series(dtype="int64")
         key = pd.DataFrame({"e": exp[ok].to_numpy(), "d": day[ok]})

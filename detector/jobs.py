@@ -11,6 +11,7 @@ import contextlib
 import gc
 import os
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -155,6 +156,24 @@ def _worker_init(model_state: bytes, context, spill_columns) -> None:
 
 def _worker_score(valid: pd.DataFrame) -> _Part:
     return _score_part(_WORKER["model"], valid, _WORKER["context"], _WORKER["spill_columns"])
+
+
+# Inputs from this size on (about 5,000 declarations) load the compiled kernels at start.
+_WARM_UP_BYTES = 1 << 20
+
+
+def _input_bytes(input) -> int:
+    try:
+        return os.path.getsize(input)
+    except (OSError, TypeError, ValueError):
+        return 0
+
+
+def _warm_up(model: DeclarationModel) -> None:
+    try:
+        model.forest_.warm_up()
+    except Exception:  # the first chunk meets the same error and reports it
+        pass
 
 
 def _default_threads() -> int:
@@ -328,7 +347,16 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
             for chunk in iter_tables(input, mapping, chunk_rows, encoding=encoding):
                 yield len(chunk), validate(chunk, seen_ids=tracker)
 
+        # The compiled kernels load (~0.5 s in a fresh process) while the pre-pass
+        # parses in Arrow threads; an error there resurfaces in scoring. A small file
+        # may never need them (a few rows score on the numpy path).
+        warm = threading.Thread(target=_warm_up, args=(model,), name="detector-warm-up",
+                                daemon=True)
+        if _input_bytes(input) >= _WARM_UP_BYTES:
+            warm.start()
         context, total = _burst_context(input, mapping, encoding, chunk_rows, header)
+        if warm.is_alive():
+            warm.join()
         if on_total is not None:
             on_total(total)
         with AtomicWriter(spill, force=True) as spill_w, \

@@ -473,3 +473,38 @@ def test_composition_items_equal_the_parser_item_for_item() -> None:
         np.testing.assert_array_equal(got_names, np.asarray([c for c, _ in items], dtype=str))
         want_pct = np.asarray([p for _, p in items], dtype=float)
         np.testing.assert_array_equal(got_pct.view(np.int64), want_pct.view(np.int64))
+
+
+@pytest.mark.parametrize("as_object", [False, True])
+def test_burst_context_counts_post_and_courier_items_per_exporter_and_day(as_object):
+    """The context counts, per (exporter, day), the items sent by post or courier, modes
+    and exporters compared trimmed (and modes in any case); rows without a usable date,
+    exporter or mode do not count. Checked against a plain count over the rows."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    df = pd.DataFrame({
+        "transport_mode": rng.choice([" Post", "COURIER", "post ", "sea", "air", None, ""], n),
+        "date": rng.choice(["2024-01-02", "2024-01-03T10:00", "not a date", None,
+                            "2024-02-30", "2024-01-02"], n),
+        "exporter_id": rng.choice(["E1", " E1", "E2", None, "E3 "], n),
+    })
+    if as_object:
+        df = df.astype(object)
+    expected: dict[tuple[str, int], int] = {}
+    for mode, date, exp in df.itertuples(index=False):
+        if pd.isna(mode) or str(mode).strip().lower() not in ("post", "courier") or pd.isna(exp):
+            continue
+        try:
+            day = int(np.datetime64(str(date)[:10], "D").astype(np.int64))
+        except ValueError:
+            continue
+        key = (str(exp).strip(), day)
+        expected[key] = expected.get(key, 0) + 1
+    ctx = DeclarationFeatures.burst_context(df)
+    assert {(e, int(d)): int(v) for (e, d), v in ctx.items()} == expected
+    assert len(expected) >= 4
+    # A file's context is the sum of its parts' (the pre-pass reads it in chunks).
+    merged = DeclarationFeatures.merge_contexts(
+        [DeclarationFeatures.burst_context(df.iloc[i:i + 700]) for i in range(0, n, 700)])
+    pd.testing.assert_series_equal(merged, ctx, check_names=False)
+    assert DeclarationFeatures.burst_context(df[df["transport_mode"] == "sea"]).empty

@@ -462,3 +462,27 @@ def test_few_rows_in_a_fresh_process_do_not_load_numba(tmp_path, data):
     expected = packed.anomaly_score(test)
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"),
                                   np.concatenate([expected[:8], expected[:16], expected]))
+
+
+def test_warm_up_loads_the_kernels_and_changes_no_score(tmp_path, data):
+    """warm_up() loads numba in a fresh process (what a batch job does in a thread during
+    its pre-pass) and scoring after it gives the same bits; with numba switched off it is
+    a no-op that imports nothing."""
+    train, test = data
+    test = test[:40].copy()
+    test[5, 2] = np.nan
+    packed = PackedForest.from_sklearn(_fit(train, n_estimators=60, max_features=0.5),
+                                       backend="auto")
+    script = _state_and_rows(tmp_path, packed, test) + f"""
+        import detector.forest as f
+        p.warm_up()
+        print("numba" in sys.modules, f._kernels is not None, p.backend_)
+        np.save({str(tmp_path / "out.npy")!r}, np.concatenate(
+            [[p.score_one(X[0])], p.anomaly_score(X[:4]), p.anomaly_score(X)]))
+        """
+    expected = packed.anomaly_score(test)
+    for env, seen in (({}, ["True", "True", "numba"]),
+                      ({"DETECTOR_NO_NUMBA": "1"}, ["False", "False", "numpy"])):
+        assert _run(script, env=env).split() == seen
+        np.testing.assert_array_equal(np.load(tmp_path / "out.npy"),
+                                      np.concatenate([expected[:1], expected[:4], expected]))

@@ -122,3 +122,28 @@ def test_batch_process_settings_take_effect():
                          check=True)
     glibc = "True" if platform.libc_ver()[0] == "glibc" else "False"
     assert res.stdout.split() == [glibc, "system", "0.02"]
+
+
+@pytest.mark.parametrize("threshold, warmed", [(0, 1), (1 << 40, 0)])
+def test_score_file_warms_the_kernels_up_only_for_a_big_enough_input(
+        model, test_df, tmp_path, monkeypatch, threshold, warmed):
+    """A file from ``_WARM_UP_BYTES`` on loads the compiled kernels during the pre-pass
+    (in a thread), a smaller one does not; either way the output is the same."""
+    src = tmp_path / "in.csv"
+    test_df.head(3000).to_csv(src, index=False)
+    calls: list[str] = []
+    original = jobs._warm_up
+
+    def recording(m):
+        calls.append(threading.current_thread().name)
+        original(m)
+
+    monkeypatch.setattr(jobs, "_warm_up", recording)
+    monkeypatch.setattr(jobs, "_WARM_UP_BYTES", threshold)
+    out = tmp_path / f"out{warmed}.csv"
+    jobs.score_file(model, src, out)
+    assert calls == ["detector-warm-up"] * warmed
+    ref = tmp_path / "ref.csv"
+    monkeypatch.setattr(jobs, "_warm_up", lambda m: None)
+    jobs.score_file(model, src, ref)
+    assert out.read_bytes() == ref.read_bytes()

@@ -2,6 +2,7 @@
 
 Run:  python benchmarks/bench_pipeline.py [--quick] [--sizes 1000000,4000000] [--out PATH]
                                           [--repeat 3] [--data-dir DIR] [--trees N]
+                                          [--workers N]
 
 For each size, in one run on one machine:
 
@@ -11,6 +12,8 @@ For each size, in one run on one machine:
   ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` measured in a fresh helper process);
 * ``detector score --threads 1`` the same way (wall time only): one scoring thread, to
   show what the default two scoring threads add;
+* with ``--workers N``, ``detector score --workers N`` too (N scoring processes instead
+  of threads; the peak is the sum over the process tree, as for the others);
 * the plain path, also in its own subprocess: ``pandas.read_csv`` of the whole file, a
   scikit-learn ``IsolationForest`` (200 trees, fitted on a 256-row-per-tree sample)
   ``score_samples`` on the numeric columns, and ``to_csv`` of ids + scores: what a naive
@@ -172,7 +175,7 @@ def _runs(measured: list[dict], rows: int) -> dict:
 
 
 def bench_size(data_dir: Path, model: Path, rows: int, trees: int, work: Path,
-               repeat: int = 1) -> dict:
+               repeat: int = 1, workers: int = 0) -> dict:
     src = ensure_input(data_dir, rows)
     size_mb = src.stat().st_size / 2**20
     out = work / f"scored_{rows}.csv"
@@ -182,10 +185,12 @@ def bench_size(data_dir: Path, model: Path, rows: int, trees: int, work: Path,
     # The three commands take turns, ``repeat`` times: a shared machine's slow spells
     # then fall on each of them alike. "1 thread" is the same command on one scoring
     # thread (the read-ahead thread stays): what the scoring threads add.
-    det, one, plain = [], [], []
+    det, one, plain, procs = [], [], [], []
     for _ in range(repeat):
         det.append(measure(cmd))
         one.append(measure([*cmd, "--threads", "1"]))
+        if workers:
+            procs.append(measure([*cmd, "--workers", str(workers)]))
         plain.append(measure(plain_cmd))
     summary = json.loads(det[0]["stdout"])
     det_rusage = rusage_peak_mb(cmd)
@@ -204,6 +209,7 @@ def bench_size(data_dir: Path, model: Path, rows: int, trees: int, work: Path,
             "threads": summary.get("threads"),
         },
         "detector_one_thread": _runs(one, rows),
+        **({"detector_workers": {"workers": workers, **_runs(procs, rows)}} if procs else {}),
         "plain_pandas_sklearn": {
             **_runs(plain, rows),
             "peak_rss_mb_rusage": round(plain_rusage, 1),
@@ -215,6 +221,8 @@ def bench_size(data_dir: Path, model: Path, rows: int, trees: int, work: Path,
 def table(results: list[dict]) -> str:
     head = (f"{'rows':>10} {'input MB':>9} | {'detector s':>10} {'rows/s':>9} {'peak MB':>8} | "
             f"{'1 thread':>9} {'rows/s':>9} | {'plain s':>8} {'rows/s':>9} {'peak MB':>8}")
+    if any("detector_workers" in r for r in results):
+        head += f" | {'workers s':>9} {'rows/s':>9} {'peak MB':>8}"
     lines = [head, "-" * len(head)]
     for r in results:
         d, p, o = r["detector"], r["plain_pandas_sklearn"], r["detector_one_thread"]
@@ -224,7 +232,9 @@ def table(results: list[dict]) -> str:
             f"{max(d['peak_rss_mb_psutil'], d['peak_rss_mb_rusage']):>8.0f} | "
             f"{o['seconds']:>9.1f} {o['rows_per_second']:>9,} | "
             f"{p['seconds']:>8.1f} {p['rows_per_second']:>9,} "
-            f"{max(p['peak_rss_mb_psutil'], p['peak_rss_mb_rusage']):>8.0f}")
+            f"{max(p['peak_rss_mb_psutil'], p['peak_rss_mb_rusage']):>8.0f}"
+            + (f" | {w['seconds']:>9.1f} {w['rows_per_second']:>9,} "
+               f"{w['peak_rss_mb_psutil']:>8.0f}" if (w := r.get("detector_workers")) else ""))
     return "\n".join(lines)
 
 
@@ -251,6 +261,8 @@ def main() -> None:
     ap.add_argument("--trees", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs of each command, taking turns; best and median reported")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="also run `detector score --workers N` (processes; tree RSS summed)")
     ap.add_argument("--data-dir", type=Path,
                     default=Path(tempfile.gettempdir()) / "detector-bench-data")
     ap.add_argument("--out", type=Path,
@@ -267,7 +279,8 @@ def main() -> None:
         for rows in sizes:
             print(f"size {rows:,} ...", file=sys.stderr)
             results.append(bench_size(args.data_dir, model, rows, args.trees, Path(work),
-                                      repeat=max(1, args.repeat)))
+                                      repeat=max(1, args.repeat),
+                                      workers=max(0, args.workers)))
             print(table(results[-1:]).splitlines()[-1], file=sys.stderr)
     payload = {
         "benchmark": "bench_pipeline",

@@ -354,9 +354,11 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                                 daemon=True)
         if _input_bytes(input) >= _WARM_UP_BYTES:
             warm.start()
-        context, total = _burst_context(input, mapping, encoding, chunk_rows, header)
-        if warm.is_alive():
-            warm.join()
+        try:
+            context, total = _burst_context(input, mapping, encoding, chunk_rows, header)
+        finally:  # a failed pre-pass leaves no thread of ours running behind the error
+            if warm.is_alive():
+                warm.join()
         if on_total is not None:
             on_total(total)
         with AtomicWriter(spill, force=True) as spill_w, \

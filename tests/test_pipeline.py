@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from detector import jobs, reasons
+from detector.errors import InputError
 from detector.io import _read_ahead
 from detector.validate import IdTracker, validate
 
@@ -147,3 +148,30 @@ def test_score_file_warms_the_kernels_up_only_for_a_big_enough_input(
     monkeypatch.setattr(jobs, "_warm_up", lambda m: None)
     jobs.score_file(model, src, ref)
     assert out.read_bytes() == ref.read_bytes()
+
+
+def test_a_failed_pre_pass_leaves_no_warm_up_thread_running(model, test_df, tmp_path,
+                                                           monkeypatch):
+    """The pre-pass fails (bytes that are not UTF-8 in a column it reads) while the
+    kernels load in their thread: the error is reported as usual, and only after that
+    thread has finished."""
+    src = tmp_path / "bad.csv"
+    test_df.head(3000).to_csv(src, index=False)
+    lines = src.read_bytes().split(b"\n")
+    cells = lines[1500].split(b",")
+    cells[list(test_df.columns).index("exporter_id")] = b"\xff\xfeE"
+    lines[1500] = b",".join(cells)
+    src.write_bytes(b"\n".join(lines))
+    monkeypatch.setattr(jobs, "_WARM_UP_BYTES", 0)
+    done = threading.Event()
+
+    def slow_warm_up(m):
+        time.sleep(0.5)  # still loading when the pre-pass fails
+        done.set()
+
+    monkeypatch.setattr(jobs, "_warm_up", slow_warm_up)
+    with pytest.raises(InputError, match="not valid utf-8"):
+        jobs.score_file(model, src, tmp_path / "out.csv")
+    assert done.is_set(), "score_file returned before its warm-up thread ended"
+    assert "detector-warm-up" not in {t.name for t in threading.enumerate()}
+    assert not (tmp_path / "out.csv").exists()

@@ -123,7 +123,7 @@ class _Part(NamedTuple):
 
     scores: np.ndarray  # the ranking column, kept in memory until the rank pass
     data: Any  # CSV-ready Arrow table (CSV output) or the scored frame (other formats)
-    lane: np.ndarray  # object array of lane names
+    lane: Any  # the lane names (an array of strings)
     flagged: int
     random_selected: int
 
@@ -136,7 +136,7 @@ def _score_part(model: DeclarationModel, valid: pd.DataFrame, context,
     else:  # converted here, in parallel, rather than in the ordered writer
         data = csv_table(scored[spill_columns].reset_index(drop=True))
     return _Part(scored[model.rank_column].to_numpy(), data,
-                 scored["lane"].to_numpy(dtype=object), int(scored["flagged"].sum()),
+                 scored["lane"].array, int(scored["flagged"].sum()),
                  int(scored["random_selected"].sum()))
 
 

@@ -78,10 +78,10 @@ def _fingerprint(df: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def _random_pick(ids: np.ndarray, seed: int, share: float) -> np.ndarray:
+def _random_pick(ids: np.ndarray | pd.Series, seed: int, share: float) -> np.ndarray:
     """Seeded random selection that depends only on the id: the same declaration is
     picked (or not) whatever the chunking, the row order or the score."""
-    if share <= 0 or len(ids) == 0:
+    if share <= 0 or len(ids) == 0:  # before any id becomes a Python string
         return np.zeros(len(ids), dtype=bool)
     key = f"{int(seed) & 0xFFFFFFFFFFFF:016x}"[-16:]
     h = pd.util.hash_array(np.asarray(ids, dtype=object), hash_key=key, categorize=False)
@@ -262,12 +262,18 @@ class DeclarationModel:
             raise NotFittedError("DeclarationModel is not fitted; call fit(df) or load_model()")
 
     # ---- scoring ------------------------------------------------------------------------
-    def _lane(self, scores: np.ndarray) -> np.ndarray:
-        lane = np.full(len(scores), "green", dtype=object)
+    def _lane_codes(self, scores: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Each score's lane as a code into the returned names (0 = "green")."""
+        names = ["green", *self.lane_thresholds_]
+        codes = np.zeros(len(scores), dtype=np.intp)
         # Most severe last so that it wins.
-        for name, thr in reversed(list(self.lane_thresholds_.items())):
-            lane = np.where(scores >= thr, name, lane)
-        return lane
+        for code, thr in reversed(list(enumerate(self.lane_thresholds_.values(), start=1))):
+            codes = np.where(scores >= thr, code, codes)
+        return codes, names
+
+    def _lane(self, scores: np.ndarray) -> np.ndarray:
+        codes, names = self._lane_codes(scores)
+        return np.array(names, dtype=object)[codes]
 
     def score_valid(self, valid: pd.DataFrame, context=None) -> pd.DataFrame:
         """Score rows that passed validation; no rank (that needs the whole batch).
@@ -291,15 +297,22 @@ class DeclarationModel:
             ranking = o["risk_score"]
             _merge_history(reasons, self.outcome_.reasons(valid))
         soft_notes(det, reasons)
-        ids = valid["declaration_id"].to_numpy(dtype=object)
-        picked = _random_pick(ids, self.seed, self.random_share)
-        lane = self._lane(ranking)
-        first_lane = next(iter(self.lane_thresholds_), "red")
+        id_col = valid["declaration_id"]
+        picked = _random_pick(id_col, self.seed, self.random_share)
+        codes, names = self._lane_codes(ranking)
         if picked.any():
-            lane = np.where(picked & (lane == "green"), first_lane, lane)
+            first_lane = next(iter(self.lane_thresholds_), "red")
+            if first_lane not in names:
+                names.append(first_lane)
+            green = np.array([n == "green" for n in names])[codes]
+            codes = np.where(picked & green, names.index(first_lane), codes)
             note = _random_note(self.random_share)
             for i in np.flatnonzero(picked):
                 reasons[i] = [*reasons[i], note]
+        # Text columns straight as Arrow strings (what a frame of Python strings becomes
+        # anyway): the lane by one take from its few names, the ids as validated.
+        lane = pd.array(names, dtype="str").take(codes)
+        ids = id_col.array if id_col.dtype == "str" else id_col.to_numpy(dtype=object)
         return pd.DataFrame({
             "declaration_id": ids,
             "anomaly_score": scores,

@@ -453,3 +453,22 @@ def test_csv_list_cells_joined_whatever_the_mix_of_types(tmp_path):
     assert back["all_lists"].tolist() == ["a | b", "", "c", "'=x | y"]
     assert back["mixed"].tolist() == ["a | 1", "plain", "", "t | u"]
     assert back["none"].tolist() == ["p", "'=q", "", "r"]
+
+
+@pytest.mark.parametrize("cells", [
+    [["a", "b"], [], ("c",), np.array(["d", "e"], dtype=object), ["=x", "y"]],
+    [["a", 1], ["b"]],            # an item that is not a string
+    [[b"raw"], ["b"]],            # bytes are not text: written as str() like any object
+    [["a", None], []],            # a missing item
+    [["é", "ü | x"], ["", ""]],   # non-ASCII, the separator inside an item, empty items
+])
+def test_csv_all_list_columns_join_like_python(tmp_path, cells):
+    """A column of lists only (the reasons): each cell is ' | '.join(str(item) ...),
+    whatever the items, then defused."""
+    df = pd.DataFrame({"reasons": pd.Series(cells, dtype=object)})
+    out = tmp_path / "lists.csv"
+    with AtomicWriter(out) as w:
+        w.write(df)
+    back = pd.read_csv(out, dtype="str", keep_default_na=False)["reasons"].tolist()
+    want = [" | ".join(map(str, v)) for v in cells]
+    assert back == ["'" + w if w[:1] in ("=", "+", "-", "@") else w for w in want]

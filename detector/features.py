@@ -623,8 +623,8 @@ class DeclarationFeatures:
                 if single:
                     raw = np.asarray([None if _missing(v) else str(v).strip().lower()
                                       for v in raw], dtype=object)
-                else:
-                    raw = pd.Series(raw).astype("str").str.lower()
+                else:  # as one record is read: trimmed, any case
+                    raw = pd.Series(raw).astype("str").str.strip().str.lower()
             if single:
                 v = raw[0]
                 r[c] = np.array([-1 if v is None else self._code_of(f"vocab_{c}",
@@ -632,7 +632,8 @@ class DeclarationFeatures:
             else:
                 r[c] = _codes(t[f"vocab_{c}"], raw)
             r[f"{c}_raw"] = _objects(raw)
-            if c in ("origin_country", "dispatch_country") and isinstance(raw, pd.Series):
+            if c in ("origin_country", "dispatch_country", "transport_mode") and \
+                    isinstance(raw, pd.Series):
                 r[f"{c}|s"] = raw
         for c in _NUMS:
             raw = get(c)
@@ -1329,7 +1330,11 @@ class DeclarationFeatures:
 
     def _bursts(self, r, context) -> np.ndarray:
         n = len(r["hs"])
-        small = np.isin(np.asarray(r["transport_mode_raw"], dtype=str), _SMALL_MODES)
+        mode = r.get("transport_mode|s")
+        if mode is not None:  # the column as read (Arrow strings): tested in C
+            small = mode.isin(_SMALL_MODES).to_numpy(dtype=bool)
+        else:
+            small = np.isin(np.asarray(r["transport_mode_raw"], dtype=str), _SMALL_MODES)
         ok = small & (r["day"] >= 0) & (r["exporter_id_raw"] != None)  # noqa: E711
         out = np.zeros(n)
         if not ok.any():

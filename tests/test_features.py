@@ -171,6 +171,29 @@ def test_parcel_burst_counts_same_sender_same_day(fitted, base):
     assert _f(fitted, parcels.iloc[[0]], "parcel_burst")[0] == 0.0
 
 
+@pytest.mark.parametrize("as_object", [False, True])
+def test_parcel_burst_mode_spelling_same_in_frames_and_single_records(fitted, base, as_object):
+    """Which items are post/courier (trimmed, any case; other words, blanks and missing
+    are not) is decided the same way for a frame (Arrow strings) and for one record, and
+    as the whole-file context counts them. (Validated data comes trimmed; a frame passed
+    to transform directly once counted ' post' where a record did not.)"""
+    modes = ["post", "POST", "Courier", " post", "post ", "sea", None, "", "courier"]
+    parcels = pd.concat([_row(base, transport_mode=m, exporter_id="EP", date="2025-03-01",
+                              declaration_id=f"P{i}") for i, m in enumerate(modes)],
+                        ignore_index=True)
+    if as_object:
+        parcels = parcels.astype({"transport_mode": object})
+    ctx = DeclarationFeatures.burst_context(parcels)
+    v = fitted.transform(parcels, ctx)[:, fitted.feature_names_.index("parcel_burst")]
+    assert (v > 0).sum() == 6  # all but sea, missing and blank
+    ctx_dict = {k: int(x) for k, x in ctx.items()}
+    for i in range(len(parcels)):
+        rec = {k: (None if isinstance(x, float) and np.isnan(x) else x)
+               for k, x in parcels.iloc[i].to_dict().items()}
+        one, _ = fitted.transform_record(rec, ctx_dict)
+        assert one[0, fitted.feature_names_.index("parcel_burst")] == v[i], modes[i]
+
+
 # --- labels never leak -------------------------------------------------------------------
 
 def test_labels_never_change_features(base):

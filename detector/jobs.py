@@ -224,12 +224,19 @@ class _CsvSpill:
                 yield table
 
 
-def _lane_counts(lanes: dict[str, int], lane: np.ndarray, batch_rows: int) -> None:
-    """Add the lane counts of ``lane`` to ``lanes``, batch by batch: the order of the
-    keys (the summary's) is that of ``value_counts`` on each batch of the output."""
-    for start in range(0, len(lane), batch_rows):
-        for k, v in pd.Series(lane[start:start + batch_rows], dtype="str").value_counts().items():
-            lanes[str(k)] = lanes.get(str(k), 0) + int(v)
+def _lane_counts(lanes: dict[str, int], codes: np.ndarray, names: list[str],
+                 batch_rows: int) -> None:
+    """Add the counts of the lanes ``names[codes]`` to ``lanes``, batch by batch, in the
+    order of the summary's keys: that of ``value_counts`` on each batch of the output
+    (most frequent first, ties in order of first appearance), from the codes alone."""
+    for start in range(0, len(codes), batch_rows):
+        batch = codes[start:start + batch_rows]
+        seen, first = np.unique(batch, return_index=True)
+        by_appearance = seen[np.argsort(first)]
+        counts = np.bincount(batch, minlength=len(names))[by_appearance]
+        for k in np.argsort(-counts, kind="stable"):
+            name = str(names[by_appearance[k]])
+            lanes[name] = lanes.get(name, 0) + int(counts[k])
 
 
 @contextlib.contextmanager
@@ -451,8 +458,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
             if n_scored and csv_spill is not None:
                 # Encoded in threads, written in order: the same bytes as one by one.
                 w.write_csv_tables(csv_spill.tables(rank), threads=threads)
-                _lane_counts(lanes, np.array(lane_names, dtype=object)[
-                    np.concatenate(lane_codes)], chunk_rows)
+                _lane_counts(lanes, np.concatenate(lane_codes), lane_names, chunk_rows)
             elif n_scored:
                 import pyarrow.parquet as pq
 

@@ -175,3 +175,28 @@ def test_a_failed_pre_pass_leaves_no_warm_up_thread_running(model, test_df, tmp_
     assert done.is_set(), "score_file returned before its warm-up thread ended"
     assert "detector-warm-up" not in {t.name for t in threading.enumerate()}
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_lane_counts_keep_the_order_value_counts_gives_batch_by_batch():
+    """The summary's lane counts come from the small codes kept per row; their keys are in
+    the order pandas' value_counts gives on each output batch (most frequent first, ties
+    in order of first appearance), as when the counts were made from the names."""
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    names = ["green", "red", "amber", "blue"]
+    for _ in range(30):
+        n, batch = int(rng.integers(1, 400)), int(rng.integers(1, 60))
+        p = rng.dirichlet(np.ones(len(names)) * rng.choice([0.2, 1.0, 50.0]))
+        codes = rng.choice(len(names), size=n, p=p).astype(np.int8)
+        if rng.random() < 0.3:  # exact ties within batches
+            codes = np.tile(np.arange(len(names), dtype=np.int8), n)[:n]
+        want: dict[str, int] = {}
+        labels = np.array(names, dtype=object)[codes]
+        for start in range(0, n, batch):
+            for k, v in pd.Series(labels[start:start + batch], dtype="str").value_counts(
+                    ).items():
+                want[str(k)] = want.get(str(k), 0) + int(v)
+        got: dict[str, int] = {}
+        jobs._lane_counts(got, codes, names, batch)
+        assert list(got.items()) == list(want.items())

@@ -342,14 +342,18 @@ _PLAIN_COMPOSITION = (r"^[A-Za-z0-9]+:[0-9]+(?:\.[0-9]+)?"
 _ARROW_MIN_TEXTS = 64
 
 
-def _composition_items(uniq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(owner, component names, percentages) of the unique composition texts: the same
-    items, in the same order, as ``_explode(uniq, _parse_composition)``."""
+def _composition_items(uniq: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(owner, name code, distinct names, percentage) of the unique composition texts'
+    items: the same items, in the same order, as ``_explode(uniq, _parse_composition)``,
+    each name given as ``names[code]``. A few dozen distinct component names make up the
+    tens of thousands of items of a chunk: they become Python strings once each."""
     if len(uniq) < _ARROW_MIN_TEXTS:
         # Arrow's kernels cost ~0.4 ms to set up: a single record (score_one) or a few
         # texts are quicker through the parser, which gives the same items.
         owner, items = _explode(uniq, _parse_composition)
-        return (owner, np.asarray([c for c, _ in items], dtype=str),
+        codes, names = pd.factorize(np.asarray([c for c, _ in items], dtype=object))
+        return (owner, codes.astype(np.int64), np.asarray(names, dtype=str),
                 np.asarray([v for _, v in items], dtype=float))
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -359,18 +363,22 @@ def _composition_items(uniq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     fast = np.flatnonzero(plain)
     parts = pc.split_pattern(texts.take(pa.array(fast)), ";")
     pairs = pc.split_pattern(pc.list_flatten(parts), ":")
+    first = pc.dictionary_encode(pc.list_element(pairs, 0))
+    names: list[str] = first.dictionary.to_pylist()
     owner = [np.repeat(fast, pc.list_value_length(parts).to_numpy(zero_copy_only=False))]
-    names = [pc.list_element(pairs, 0).to_numpy(zero_copy_only=False)]
+    codes = [first.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
     pct = [pc.cast(pc.list_element(pairs, 1), pa.float64()).to_numpy(zero_copy_only=False)]
     slow = np.flatnonzero(~plain)
     if len(slow):
         o, items = _explode(uniq[slow], _parse_composition)
         owner.append(slow[o])
-        names.append(np.asarray([c for c, _ in items], dtype=object))
+        at = {name: i for i, name in enumerate(names)}
+        codes.append(np.asarray([at.setdefault(c, len(at)) for c, _ in items], dtype=np.int64))
+        names = list(at)
         pct.append(np.asarray([v for _, v in items], dtype=float))
-    owner_, names_, pct_ = np.concatenate(owner), np.concatenate(names), np.concatenate(pct)
+    owner_, codes_, pct_ = np.concatenate(owner), np.concatenate(codes), np.concatenate(pct)
     order = np.argsort(owner_, kind="stable")  # items grouped by owner, in text order
-    return owner_[order], names_[order].astype(str), pct_[order]
+    return owner_[order], codes_[order], np.asarray(names, dtype=str), pct_[order]
 
 
 def _expand(owner: np.ndarray, n_uniq: int, row_u: np.ndarray):
@@ -1223,7 +1231,7 @@ class DeclarationFeatures:
         n = len(r["hs"])
         comp_codes, comp_uniq = r["composition|f"]
         declares = comp_codes >= 0
-        owner, names, pct = _composition_items(comp_uniq)
+        owner, name_codes, name_uniq, pct = _composition_items(comp_uniq)
         # Presence surprisal: declaring where it is not customary, or not where it is.
         lvl_i = self._level_choice(r, "cnt|{lvl}", np.ones(n) if loo else None)
         p_decl = np.full(n, (t["comp|all"][0] + 0.5) / (t["comp|all"][1] + 1.0))
@@ -1246,9 +1254,8 @@ class DeclarationFeatures:
         if len(owner):
             # Items belong to unique texts; expand to rows (texts repeat across rows).
             rows, item = _expand(owner, len(comp_uniq), comp_codes)
-            c = _encode(t["vocab_comp"], names)[item]
+            c = _encode(t["vocab_comp"], name_uniq)[name_codes[item]]
             p = pct[item]
-            item_names = names[item]
             lvl_rows = self._level_choice(r, "comp|{lvl}|decl",
                                           declares.astype(float) if loo else None)
             freq = np.zeros(len(rows))
@@ -1273,11 +1280,9 @@ class DeclarationFeatures:
             tot = np.bincount(rows, p, minlength=n)
             fsum = np.bincount(rows, p * is_foreign, minlength=n)
             # A few dozen distinct component names: match each once.
-            name_codes, name_uniq = pd.factorize(names)
             is_re_u = np.asarray([bool(_RE_PATTERN.match(x)) for x in name_uniq.tolist()],
                                  dtype=bool)[name_codes]
             is_re = is_re_u[item] if len(item) else np.zeros(0, bool)
-            del item_names
             resum = np.bincount(rows, p * is_re, minlength=n)
             with np.errstate(invalid="ignore", divide="ignore"):
                 has = tot > 0

@@ -479,7 +479,8 @@ def test_whole_dataset_tables_from_parts_equal_a_local_fit():
 
 def test_composition_items_equal_the_parser_item_for_item() -> None:
     """The bulk split of plain compositions gives _parse_composition's items exactly
-    (names, bit-identical percentages, order); other texts still go through the parser."""
+    (names, bit-identical percentages, order); other texts still go through the parser,
+    and their names join the same list of distinct names."""
     from detector.features import _composition_items, _explode, _parse_composition
 
     texts = ["SiO2:62.5;Na2O:29.8;H2O:7.6", "Cu:100.0", "SiO2:68; Al2O3: 20% ;junk;Nd2O3:x",
@@ -491,9 +492,11 @@ def test_composition_items_equal_the_parser_item_for_item() -> None:
     for batch in (many, texts, texts[:1]):
         uniq = np.asarray(batch, dtype=str)
         owner, items = _explode(uniq, _parse_composition)
-        got_owner, got_names, got_pct = _composition_items(uniq)
+        got_owner, got_codes, got_uniq, got_pct = _composition_items(uniq)
         np.testing.assert_array_equal(got_owner, owner)
-        np.testing.assert_array_equal(got_names, np.asarray([c for c, _ in items], dtype=str))
+        np.testing.assert_array_equal(got_uniq[got_codes],
+                                      np.asarray([c for c, _ in items], dtype=str))
+        assert len(set(got_uniq.tolist())) == len(got_uniq)  # each distinct name once
         want_pct = np.asarray([p for _, p in items], dtype=float)
         np.testing.assert_array_equal(got_pct.view(np.int64), want_pct.view(np.int64))
 

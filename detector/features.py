@@ -398,6 +398,14 @@ def _expand(owner: np.ndarray, n_uniq: int, row_u: np.ndarray):
     return rows_rep, np.repeat(start[u], k) + within
 
 
+def _small_modes(r: dict) -> np.ndarray:
+    """Rows sent by post or courier (modes as ``_rows`` made them: trimmed, lower case)."""
+    mode = r.get("transport_mode|s")
+    if mode is not None:  # a frame's column as read (Arrow strings): tested in C
+        return mode.isin(_SMALL_MODES).to_numpy(dtype=bool)
+    return np.isin(np.asarray(r["transport_mode_raw"], dtype=str), _SMALL_MODES)
+
+
 def _tokens(text: str) -> list[str]:
     return sorted(set(_TOKEN.findall(text.lower())))
 
@@ -1038,7 +1046,7 @@ class DeclarationFeatures:
     def _fit_bursts(self, r, t) -> None:
         # Post/courier items per (sender, day): a count table; the usual daily count per
         # sender is derived from it once the whole dataset's counts are in.
-        small = np.isin(r["transport_mode_raw"].astype(str), _SMALL_MODES)
+        small = _small_modes(r)
         key = np.where(small & (r["day"] >= 0),
                        _pair(r["exporter_id"], r["day"], _DAY_SPAN), -1)
         t["burst|day|key"], t["burst|day|n"] = _count_table(key)
@@ -1335,12 +1343,7 @@ class DeclarationFeatures:
 
     def _bursts(self, r, context) -> np.ndarray:
         n = len(r["hs"])
-        mode = r.get("transport_mode|s")
-        if mode is not None:  # the column as read (Arrow strings): tested in C
-            small = mode.isin(_SMALL_MODES).to_numpy(dtype=bool)
-        else:
-            small = np.isin(np.asarray(r["transport_mode_raw"], dtype=str), _SMALL_MODES)
-        ok = small & (r["day"] >= 0) & (r["exporter_id_raw"] != None)  # noqa: E711
+        ok = _small_modes(r) & (r["day"] >= 0) & (r["exporter_id_raw"] != None)  # noqa: E711
         out = np.zeros(n)
         if not ok.any():
             return out

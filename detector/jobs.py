@@ -404,15 +404,15 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                             spill_w.write(part.data)
                         else:
                             csv_spill.add(part.data)
-                            flagged += part.flagged
-                            random_selected += part.random_selected
-                            # Lanes as small codes (1 byte a row) for the summary's counts.
-                            codes, names = pd.factorize(part.lane)
-                            for name in names:
-                                if name not in lane_names:
-                                    lane_names.append(name)
-                            lane_codes.append(np.array([lane_names.index(x) for x in names],
-                                                       dtype=np.int8)[codes])
+                        flagged += part.flagged
+                        random_selected += part.random_selected
+                        # Lanes as small codes (1 byte a row) for the summary's counts.
+                        codes, names = pd.factorize(part.lane)
+                        for name in names:
+                            if name not in lane_names:
+                                lane_names.append(name)
+                        lane_codes.append(np.array([lane_names.index(x) for x in names],
+                                                   dtype=np.int8)[codes])
                         scores.append(part.scores)
                         n_scored += len(part.scores)
                     if progress is not None:
@@ -451,14 +451,12 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
         rank = np.empty(len(order), dtype=np.int64)
         rank[order] = np.arange(1, len(order) + 1)
         del order
-        lanes: dict[str, int] = {}
         if csv_spill is not None:
             csv_spill.close()
         with out_w as w:
             if n_scored and csv_spill is not None:
                 # Encoded in threads, written in order: the same bytes as one by one.
                 w.write_csv_tables(csv_spill.tables(rank), threads=threads)
-                _lane_counts(lanes, np.concatenate(lane_codes), lane_names, chunk_rows)
             elif n_scored:
                 import pyarrow.parquet as pq
 
@@ -467,15 +465,13 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                     df = batch.to_pandas()
                     df["rank"] = rank[start:start + len(df)]
                     start += len(df)
-                    df = df[list(model.output_columns)]
-                    flagged += int(df["flagged"].sum())
-                    random_selected += int(df["random_selected"].sum())
-                    for k, v in df["lane"].value_counts().items():
-                        lanes[str(k)] = lanes.get(str(k), 0) + int(v)
-                    w.write(df)
+                    w.write(df[list(model.output_columns)])
             else:
                 w.write(pd.DataFrame({c: pd.Series([], dtype="str") for c in
                                       model.output_columns}))
+        lanes: dict[str, int] = {}  # the same for every output format
+        if lane_codes:
+            _lane_counts(lanes, np.concatenate(lane_codes), lane_names, chunk_rows)
         rej_w.__exit__(None, None, None)
     except BaseException as exc:
         rej_w.__exit__(type(exc), exc, exc.__traceback__)

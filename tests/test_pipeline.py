@@ -200,3 +200,23 @@ def test_lane_counts_keep_the_order_value_counts_gives_batch_by_batch():
         got: dict[str, int] = {}
         jobs._lane_counts(got, codes, names, batch)
         assert list(got.items()) == list(want.items())
+
+
+def test_summary_counts_are_the_same_for_every_output_format(model, test_df, tmp_path):
+    """Flagged, random selections and lanes (keys in the same order) come from the scored
+    chunks, whatever format the output is written in; and they match the output's rows."""
+    import pandas as pd
+
+    src = tmp_path / "in.csv"
+    test_df.head(2500).to_csv(src, index=False)
+    summaries = {ext: jobs.score_file(model, src, tmp_path / f"out_{ext}.{ext}", chunk_rows=700)
+                 for ext in ("csv", "parquet", "jsonl")}
+    keys = ("scored", "flagged", "random_selected")
+    first = summaries["csv"]
+    assert first["random_selected"] > 0 and len(first["lanes"]) >= 2
+    for s in summaries.values():
+        assert [s[k] for k in keys] == [first[k] for k in keys]
+        assert list(s["lanes"].items()) == list(first["lanes"].items())
+    out = pd.read_parquet(tmp_path / "out_parquet.parquet")
+    assert first["flagged"] == int(out["flagged"].sum())
+    assert first["lanes"] == out["lane"].value_counts().to_dict()

@@ -418,8 +418,9 @@ def _lane_note(model, params: Mapping[str, Any], n_random: int) -> str:
     return (f'<p class="note">Random selection ({_pct(share)} of declarations, a seeded hash '
             "of the id) keeps inspection outcomes an unbiased sample. A random selection "
             f"that would have been green goes to the first lane ({_e(first)}); one already "
-            "in a lane stays there. So a lane's share is its rank share plus the random "
-            f"selections it receives: {_num(n_random)} here.</p>")
+            "in a lane stays there (and is counted under chosen at random in it). So the "
+            "first lane's share is its rank share plus the random selections it receives; "
+            f"{_num(n_random)} random selections here.</p>")
 
 
 def build_report(model, scored_df: pd.DataFrame, rejects_count: int,

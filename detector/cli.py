@@ -75,10 +75,12 @@ def _share(name: str):
 
 
 _columns = click.option("--columns", "columns", type=click.Path(dir_okay=False),
-                        help="JSON file mapping your column names to the contract's.")
+                        help="JSON file mapping your column names to the contract's: flat "
+                             "{\"their name\": \"canonical name\"} or structured.")
 _encoding = click.option("--encoding", default="utf-8", show_default=True,
                          help="Text encoding of CSV/JSON input (e.g. latin-1).")
-_force = click.option("--force", is_flag=True, help="Overwrite existing output files.")
+_force = click.option("--force", is_flag=True,
+                      help="Overwrite existing output files (kept otherwise).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -92,9 +94,12 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--rows", type=click.IntRange(min=1), default=10_000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--fraud-rate", type=click.FloatRange(0, 0.5), default=0.01, show_default=True)
+@click.option("--rows", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Declarations to generate (>= 1).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed (any integer): same seed, same rows.")
+@click.option("--fraud-rate", type=click.FloatRange(0, 0.5), default=0.01, show_default=True,
+              help="Share of declarations given a fraud scheme, in [0, 0.5].")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="CSV, Parquet or JSON lines, by extension.")
 @_force
@@ -112,14 +117,21 @@ def generate(rows, seed, fraud_rate, output, force):
 @main.command()
 @click.argument("input", type=click.Path())
 @click.option("-o", "--output", default="models/detector.joblib", show_default=True,
-              type=click.Path(dir_okay=False))
+              type=click.Path(dir_okay=False), help="Model file to write (joblib).")
 @click.option("--budget", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=0.01, show_default=True, help="Share of declarations flagged.")
-@click.option("--lanes", default=None, help="Lane shares, e.g. red=0.01,yellow=0.04.")
+              default=0.01, show_default=True,
+              help="Share of declarations flagged, in (0, 1).")
+@click.option("--lanes", default=None,
+              help="Lane shares, highest first, each in (0, 1), summing to < 1, e.g. "
+                   "red=0.01,yellow=0.04; the rest is green [default: red=BUDGET].")
 @click.option("--random", "random_share", type=float, default=0.0, show_default=True,
-              callback=_share("--random"), help="Share selected at random for inspection.")
-@click.option("--trees", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+              callback=_share("--random"),
+              help="Share selected at random for inspection, in [0, 1); a random pick "
+                   "that would be green goes to the first lane.")
+@click.option("--trees", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Trees in the isolation forest (>= 1).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the forest and the random selection (any integer).")
 @click.option("--labels", default=None, metavar="COLUMN",
               help="0/1 inspection-outcome column (e.g. is_fraud): also learn from outcomes.")
 @click.option("--revenue", default=None, metavar="COLUMN",
@@ -127,9 +139,11 @@ def generate(rows, seed, fraud_rate, output, force):
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local",
               show_default=True, help="dask: reference tables over a dataset larger than "
                                       "memory, forest on a sample.")
-@click.option("--scheduler", default=None, help="Dask scheduler address (engine dask).")
+@click.option("--scheduler", default=None,
+              help="Dask scheduler address, e.g. tcp://host:8786 (engine dask) "
+                   "[default: a local cluster].")
 @click.option("--sample-rows", type=click.IntRange(min=1000), default=1_000_000,
-              show_default=True, help="Engine dask: rows the model is fitted on.")
+              show_default=True, help="Engine dask: rows the model is fitted on (>= 1000).")
 @_columns
 @_encoding
 @_force
@@ -180,14 +194,20 @@ def train(input, output, budget, lanes, random_share, trees, seed, labels, reven
 @click.argument("input", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="CSV, Parquet or JSON lines by extension; rejects go beside it.")
-@click.option("--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Rows read and scored at a time (>= 1); bounds memory.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Scoring threads in this process [default: one per core, at most 2].")
+              help="Scoring threads in this process (>= 1) [default: one per core, at "
+                   "most 2].")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Scoring processes instead of threads (more memory; rarely faster).")
+              help="Scoring processes instead of threads (>= 1; more memory; rarely "
+                   "faster).")
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local",
-              show_default=True)
-@click.option("--scheduler", default=None, help="Dask scheduler address (engine dask).")
+              show_default=True, help="local: this process, streamed in chunks; dask: a "
+                                      "folder or glob of files on a Dask cluster.")
+@click.option("--scheduler", default=None,
+              help="Dask scheduler address, e.g. tcp://host:8786 (engine dask) "
+                   "[default: a local cluster].")
 @_columns
 @_encoding
 @_force
@@ -315,7 +335,7 @@ def explain(model, input, declaration_id, as_json, columns, encoding):
               help="Original or labelled declarations (joined on declaration_id): adds "
                    "breakdowns, and precision/recall/revenue when is_fraud is present.")
 @click.option("--top", type=click.IntRange(min=0), default=50, show_default=True,
-              help="Number of flagged declarations listed with their reasons.")
+              help="Number of flagged declarations listed with their reasons (>= 0).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="HTML file (self-contained: plots inlined, no network).")
 @_columns

@@ -34,7 +34,7 @@ import pandas as pd
 from .errors import InputError, SchemaError
 from .io import CSV_INJECTION_PREFIXES, LIST_SEPARATOR
 
-__all__ = ["build_report", "write_report", "read_scored", "count_rejects",
+__all__ = ["build_report", "write_report", "read_scored", "count_rejects", "lane_split",
            "PLOT_BUDGETS", "SCORED_COLUMNS"]
 
 SCORED_COLUMNS = ("declaration_id", "anomaly_score", "rank", "flagged", "lane",
@@ -245,11 +245,15 @@ def _scheme_plot(recall: Mapping[str, float], counts: Mapping[str, int]) -> str:
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;margin:24px auto;
-max-width:1200px;color:#1c2833;background:#fff;line-height:1.4}
+max-width:1200px;padding:0 16px;box-sizing:border-box;color:#1c2833;background:#fff;
+line-height:1.4;overflow-wrap:anywhere}
 h1{font-size:1.6em;margin-bottom:0}h2{border-bottom:2px solid #d5d8dc;padding-bottom:4px;
 margin-top:2em}.sub{color:#5d6d7e;margin-top:4px}
 table{border-collapse:collapse;margin:8px 0;font-size:0.9em}
-th,td{border:1px solid #d5d8dc;padding:4px 8px;text-align:left;vertical-align:top}
+th,td{border:1px solid #d5d8dc;padding:4px 8px;text-align:left;vertical-align:top;
+overflow-wrap:anywhere;word-break:break-word}
+.scroll{max-width:100%;overflow-x:auto}table.top{width:100%}
+table.top th.num,table.top td.num{white-space:nowrap}
 th{background:#eaf2f8}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 table.top td ul{margin:0;padding-left:1.1em}table.top td.desc{max-width:260px}
 .lane{display:inline-block;padding:1px 6px;border-radius:3px;color:#fff;font-size:0.85em}
@@ -258,7 +262,8 @@ table.top td ul{margin:0;padding-left:1.1em}table.top td.desc{max-width:260px}
 .cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #d5d8dc;border-radius:6px;
 padding:8px 14px;min-width:120px}.card b{display:block;font-size:1.5em}
 img{max-width:100%;height:auto;border:1px solid #eee}.note{color:#5d6d7e;font-size:0.9em}
-.flex{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
+.flex{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}.flex>div{min-width:0;
+max-width:100%}
 """
 
 
@@ -378,6 +383,46 @@ def _breakdown(df: pd.DataFrame, key: pd.Series, title: str, labelled: bool) -> 
             + _table(headers, rows, numeric={1, 2, 3, 4}) + note + "</div>")
 
 
+def lane_split(scored: pd.DataFrame) -> pd.DataFrame:
+    """Per lane: declarations, and how many were chosen by rank or at random.
+
+    From the scored file's ``lane`` and ``random_selected`` columns: "at random" counts
+    the random selections in the lane, "by rank" the rest. Ordered by declarations.
+    """
+    g = pd.DataFrame({"lane": scored["lane"].astype(object).map(str).to_numpy(),
+                      "random": np.asarray(_as_bool(scored["random_selected"]), dtype=bool)})
+    out = g.groupby("lane", sort=False).agg(declarations=("random", "size"),
+                                            at_random=("random", "sum"))
+    out["by_rank"] = out["declarations"] - out["at_random"]
+    return out.sort_values("declarations", ascending=False, kind="stable")
+
+
+def _lane_rows(df: pd.DataFrame, n_scored: int) -> list[list[str]]:
+    def share(v):
+        return _pct(v / n_scored if n_scored else np.nan)
+
+    rows = []
+    for lane, r in lane_split(df).iterrows():
+        rows.append([_lane_badge(str(lane)), _num(r["declarations"]), share(r["declarations"]),
+                     f"{_num(r['by_rank'])} ({share(r['by_rank'])})",
+                     f"{_num(r['at_random'])} ({share(r['at_random'])})"])
+    return rows
+
+
+def _lane_note(model, params: Mapping[str, Any], n_random: int) -> str:
+    first = next(iter(getattr(model, "lane_thresholds_", {}) or {}), "red")
+    share = params.get("random_share", 0.0) or 0.0
+    if not share and not n_random:
+        return ('<p class="note">No random selection in this model: every lane is chosen '
+                "by rank.</p>")
+    return (f'<p class="note">Random selection ({_pct(share)} of declarations, a seeded hash '
+            "of the id) keeps inspection outcomes an unbiased sample. A random selection "
+            f"that would have been green goes to the first lane ({_e(first)}); one already "
+            "in a lane stays there (and is counted under chosen at random in it). So the "
+            "first lane's share is its rank share plus the random selections it receives; "
+            f"{_num(n_random)} random selections here.</p>")
+
+
 def build_report(model, scored_df: pd.DataFrame, rejects_count: int,
                  inputs_df: pd.DataFrame | None = None, top: int = 50, *,
                  title: str = "Customs declaration risk report",
@@ -411,7 +456,6 @@ def build_report(model, scored_df: pd.DataFrame, rejects_count: int,
     n_rows = n_scored + n_rejected
     n_flagged = int(df["flagged"].sum())
     n_random = int(df["random_selected"].sum())
-    lanes = df["lane"].astype(object).map(str).value_counts()
     md = dict(getattr(model, "metadata_", {}) or {})
     training = md.get("training", {}) or {}
     params = md.get("params", {}) or {}
@@ -426,8 +470,7 @@ def build_report(model, scored_df: pd.DataFrame, rejects_count: int,
     cards = [("rows", n_rows), ("scored", n_scored), ("rejected", n_rejected),
              ("flagged", n_flagged), ("random selections", n_random)]
     html_cards = "".join(f'<div class="card"><b>{_num(v)}</b>{_e(k)}</div>' for k, v in cards)
-    lane_rows = [[_lane_badge(str(k)), _num(v), _pct(v / n_scored if n_scored else np.nan)]
-                 for k, v in lanes.items()]
+    lane_rows = _lane_rows(df, n_scored)
     lane_thr = ", ".join(f"{_e(k)} &ge; {float(v):.4f}"
                          for k, v in (getattr(model, "lane_thresholds_", {}) or {}).items())
     lane_shares = ", ".join(f"{_e(k)} {float(v):.1%}"
@@ -452,8 +495,9 @@ def build_report(model, scored_df: pd.DataFrame, rejects_count: int,
                  + f'<p>{_num(n_flagged)} of {_num(n_scored)} scored declarations are flagged '
                  f'({flagged_share}); rows in = scored + rejected = {_num(n_rows)}.</p>'
                  + '<div class="flex"><div><h3>Lanes</h3>'
-                 + _table(["lane", "declarations", "share"], lane_rows, numeric={1, 2})
-                 + "</div><div><h3>Model</h3>" + _kv(meta) + "</div></div>")
+                 + _table(["lane", "declarations", "share", "chosen by rank",
+                           "chosen at random"], lane_rows, numeric={1, 2, 3, 4})
+                 + _lane_note(model, params, n_random) + "</div><div><h3>Model</h3>" + _kv(meta) + "</div></div>")
     if has_inputs:
         parts.append(f'<p class="note">INPUT joined on declaration_id: {_num(n_joined)} of '
                      f'{_num(n_scored)} scored rows found; labelled rows: '
@@ -502,7 +546,8 @@ def build_report(model, scored_df: pd.DataFrame, rejects_count: int,
         parts.append(f'<p class="note">Highest scores first, of {_num(n_flagged)} flagged. '
                      "Each reason names the feature that, put back to its typical value, "
                      "lowers the score most, with the numbers an officer can check.</p>")
-        parts.append(_table(headers, rows, numeric={0, 2}, cls="top"))
+        parts.append('<div class="scroll">' + _table(headers, rows, numeric={0, 2}, cls="top")
+                     + "</div>")
     else:
         parts.append("<p>No declaration is flagged.</p>")
 

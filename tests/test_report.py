@@ -21,7 +21,8 @@ from detector.jobs import rejects_path, score_file
 
 TOP = 10
 EVIL = "<script>alert('pwned')</script> ceramic tiles"
-CHROMIUM_MISSING = "chromium not installed: the project's scripts/test.sh installs it with apt-get"
+CHROMIUM_MISSING = ("chromium not installed: run `bash scripts/test.sh --with-browser` (installs "
+                    "Debian's chromium with apt-get; CI does it always)")
 
 
 class _Page(HTMLParser):
@@ -205,3 +206,75 @@ def test_report_renders_in_chromium(files, tmp_path):
     assert len(page.images) >= 3
     assert page.scripts == 0  # the trader's <script> stayed text
     assert "alert('pwned')" in dom.replace("&#x27;", "'").replace("&#39;", "'")
+
+
+def _page_width(tmp_path: Path, report: Path, width: int) -> tuple[int, int]:
+    """(document scrollWidth, viewport width) of the report in headless chromium.
+
+    The report has no script and its CSP forbids one, so a copy without the CSP gets a
+    one-line script that writes both widths into the title, read back with --dump-dom.
+    """
+    text = report.read_text(encoding="utf-8")
+    text = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", text)
+    probe = ("<script>document.title = 'W:' + document.documentElement.scrollWidth + ':' "
+             "+ window.innerWidth;</script>")
+    copy = tmp_path / f"probe_{width}.html"
+    copy.write_text(text.replace("</body>", probe + "</body>"), encoding="utf-8")
+    dom = _chromium(tmp_path, f"--window-size={width},900", "--hide-scrollbars",
+                    "--dump-dom", copy.resolve().as_uri()).stdout
+    m = re.search(r"<title>W:(\d+):(\d+)</title>", dom)
+    assert m, f"no measurement in the DOM: {dom[:500]}"
+    return int(m.group(1)), int(m.group(2))
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+def test_report_fits_the_window_without_horizontal_scrolling(files, tmp_path, width):
+    scroll, viewport = _page_width(tmp_path, files["report"], width)
+    assert viewport == width
+    assert scroll <= viewport, f"page is {scroll} px wide in a {viewport} px window"
+
+
+def test_width_probe_sees_a_page_that_overflows(files, tmp_path):
+    """The probe can fail: a page with a 2,000 px block is measured as wider."""
+    wide = tmp_path / "wide.html"
+    wide.write_text(files["report"].read_text(encoding="utf-8").replace(
+        "</body>", '<div style="width:2000px">x</div></body>'), encoding="utf-8")
+    scroll, viewport = _page_width(tmp_path, wide, 1280)
+    assert viewport == 1280 and scroll >= 2000
+
+
+def test_lane_shares_split_by_rank_and_at_random(tmp_path):
+    """A real model with lanes and a random share: the report's lane table matches the file."""
+    from detector.report import lane_split
+
+    model = detector.train(detector.generate(rows=3000, seed=1), trees=50,
+                           lanes="red=0.01,yellow=0.04", random_share=0.05)
+    model_path = tmp_path / "lanes.joblib"
+    model.save(model_path)
+    data = tmp_path / "test.csv"
+    detector.generate(rows=4000, seed=2).to_csv(data, index=False)
+    scored = tmp_path / "scored.csv"
+    score_file(model_path, data, scored)
+    out = tmp_path / "lanes.html"
+    res = CliRunner().invoke(main, ["report", str(model_path), str(scored), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(scored, dtype={"lane": str})
+    red_random = df[(df["lane"] == "red") & df["random_selected"]]
+    # the rule: random selections below every lane threshold were put in the first lane ...
+    assert (red_random["anomaly_score"] < model.lane_thresholds_["yellow"]).any()
+    # ... those the rank had put in yellow stayed yellow, and no random one is green
+    assert (df[df["random_selected"]]["lane"] != "green").all()
+    assert ((df["lane"] == "yellow") & df["random_selected"]).any()
+    split = lane_split(df)
+    assert split.loc["red", "at_random"] == len(red_random)
+    assert split.loc["red", "by_rank"] == int(((df["lane"] == "red")
+                                               & ~df["random_selected"]).sum())
+    assert split.loc["green", "at_random"] == 0
+    assert int(split["declarations"].sum()) == len(df)
+    text = out.read_text(encoding="utf-8")
+    assert "chosen by rank" in text and "chosen at random" in text
+    assert "would have been green goes to the first lane (red)" in text
+    n = len(df)
+    by_rank, at_rand = int(split.loc["red", "by_rank"]), int(split.loc["red", "at_random"])
+    assert f"{by_rank:,} ({by_rank / n:.1%})" in text
+    assert f"{at_rand:,} ({at_rand / n:.1%})" in text

@@ -355,5 +355,41 @@ def report(model, scored, labels, top, output, columns, encoding, force):
     _out(summary)
 
 
+@main.command()
+@click.argument("history", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--labels", required=True, metavar="COLUMN",
+              help="0/1 inspection-outcome column (your name or the mapped one).")
+@click.option("--revenue", default=None, metavar="COLUMN", help="Revenue recovered column.")
+@click.option("--start", required=True, metavar="DATE",
+              help="First replayed day (YYYY-MM-DD); everything before trains the model.")
+@click.option("--period", default="7d", show_default=True, help="Length of one period.")
+@click.option("--budget", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.10, show_default=True, help="Share of each period inspected.")
+@click.option("--random", "random_share", type=float, default=0.01, show_default=True,
+              callback=_share("--random"), help="Part of the budget selected at random.")
+@click.option("--strategy", "strategies", multiple=True,
+              type=click.Choice(["hybrid", "forest", "outcomes", "random"]),
+              help="Repeat for several; default hybrid.")
+@click.option("--trees", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", "output_dir", required=True, type=click.Path(file_okay=False),
+              help="OUTDIR for decisions.csv, periods.csv, summary.json and the plot.")
+@_columns
+@_encoding
+@_force
+@_errors
+def backtest(history, labels, revenue, start, period, budget, random_share, strategies, trees,
+             seed, output_dir, columns, encoding, force):
+    """Replay a labelled history period by period, learning only what was inspected."""
+    from .backtest import run_backtest
+
+    summary = run_backtest(list(history), output_dir, labels=labels, revenue=revenue,
+                           columns=columns, start=start, period=period, budget=budget,
+                           random_share=random_share, strategies=strategies or ("hybrid",),
+                           seed=seed, trees=trees, encoding=encoding, force=force,
+                           progress=_note)
+    _out(summary)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

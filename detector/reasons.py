@@ -12,6 +12,8 @@ Each reason is a stable code and a sentence with the numbers, e.g.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .features import _DERIVED_FROM, EXTRA_RARITY, EXTRA_Z, FEATURES, feature_spec
@@ -148,10 +150,21 @@ def counterfactual_reasons(features, forest, X: np.ndarray, scores: np.ndarray,
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+@functools.lru_cache(maxsize=16)
+def _plan(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per feature list (made once, not per call: score_one pays it on every record):
+    the base features' indices, which are one-sided, and their "unusual" floors."""
+    base = np.array([j for j, f in enumerate(names) if f not in _DERIVED], dtype=np.int64)
+    one_sided = np.array([_KIND[names[j]] in _ONE_SIDED for j in base], dtype=bool)
+    floor = np.array([_UNUSUAL[_KIND[names[j]]] for j in base], dtype=np.float64)
+    for a in (base, one_sided, floor):
+        a.setflags(write=False)
+    return base, one_sided, floor
+
+
 def _counterfactual(features, forest, X, scores, candidates, top, require_unusual):
     n, p = X.shape
-    names = features.feature_names_
-    base = np.array([j for j, f in enumerate(names) if f not in _DERIVED], dtype=np.int64)
+    base, one_sided, floor = _plan(tuple(features.feature_names_))
     k = int(min(candidates, len(base)))
     idx = np.full((n, top), -1, dtype=np.int64)
     drops = np.zeros((n, top))
@@ -163,13 +176,11 @@ def _counterfactual(features, forest, X, scores, candidates, top, require_unusua
     # take() copies the columns in one pass; fancy indexing on axis 1 is ~10x slower.
     Xb = X.take(base, axis=1)
     diff = Xb - features.neutral_[base]
-    one_sided = np.array([_KIND[names[j]] in _ONE_SIDED for j in base])
     diff = np.maximum(diff, np.where(one_sided, 0.0, -np.inf))  # one-sided: upper side
     dev = np.abs(diff) / features.spread_[base]
     if require_unusual:
         # A reason must also be unusual on its own terms (outside the typical range it
         # quotes), however much the forest happens to lean on it.
-        floor = np.array([_UNUSUAL[_KIND[names[j]]] for j in base])
         dev = np.where(np.abs(Xb) >= floor[None, :], dev, 0.0)
     # Rows with nothing unusual have no candidates, no extra forest pass and no reasons.
     some = np.flatnonzero((dev > 1e-9).any(axis=1))

@@ -429,9 +429,17 @@ def reason_texts(features, X: np.ndarray, det: dict, idx: np.ndarray,
     det = dict(det, X=X, names=names)
     neutral = features.neutral_
     out = np.empty((n, top), dtype=object)
-    for j in np.unique(idx[idx >= 0]):
+    # The slots of every feature from one stable sort (row-major order within a feature,
+    # as np.nonzero gives), not one full scan of idx per feature.
+    flat = idx.ravel()
+    order = np.argsort(flat, kind="stable")
+    feats, starts = np.unique(flat[order], return_index=True)
+    ends = np.append(starts[1:], len(order))
+    for j, a, b in zip(feats.tolist(), starts.tolist(), ends.tolist(), strict=True):
+        if j < 0:
+            continue
         name = names[j]
-        rows_k = np.nonzero(idx == j)
+        rows_k = np.divmod(order[a:b], top)
         rows = rows_k[0]
         high = X[rows, j] > neutral[j]
         hi_code, lo_code = _codes_for(name)

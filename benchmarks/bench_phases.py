@@ -2,6 +2,10 @@
 
 Run:  python benchmarks/bench_phases.py [--rows 300000] [--chunk-rows 100000]
                                          [--data-dir DIR] [--trees N] [--repeat 3]
+                                         [--reasons officer,all]
+
+Each reason mode given (default: officer, the default of `detector score`, then all,
+sentences on every row as before the modes) is measured in turn, both parts below.
 
 Uses the same cached input and model as ``bench_pipeline.py`` (the first ``--rows`` rows
 of its 1M-row file; generated on first use).

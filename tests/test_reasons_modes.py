@@ -91,6 +91,18 @@ def test_officer_top_is_the_files_whatever_the_chunking(model_path, inputs, tmp_
     pd.testing.assert_frame_equal(a, b)
 
 
+def test_officer_top_in_parquet_and_jsonl_outputs(model_path, inputs, tmp_path):
+    gold = _golden("generated")
+    want = _expected(gold, "officer", 150)
+    for ext in ("parquet", "jsonl"):
+        out = tmp_path / f"o_{ext}.{ext}"  # each with its own rejects file
+        subprocess.run(["detector", "score", str(model_path), str(inputs["generated"]), "-o",
+                        str(out), "--explain-top", "150", "--chunk-rows", "700"], check=True,
+                       capture_output=True)
+        got = pd.read_parquet(out) if ext == "parquet" else pd.read_json(out, lines=True)
+        assert [list(r) for r in got["reasons"]] == want, ext
+
+
 @pytest.mark.parametrize("mode", REASON_MODES)
 def test_score_frame_honours_mode(model, test_df, mode):
     gold = _golden("generated")

@@ -2,6 +2,10 @@
 
 Run:  python benchmarks/bench_phases.py [--rows 300000] [--chunk-rows 100000]
                                          [--data-dir DIR] [--trees N] [--repeat 3]
+                                         [--reasons officer,all]
+
+Each reason mode given (default: officer, the default of `detector score`, then all,
+sentences on every row as before the modes) is measured in turn, both parts below.
 
 Uses the same cached input and model as ``bench_pipeline.py`` (the first ``--rows`` rows
 of its 1M-row file; generated on first use).
@@ -43,11 +47,12 @@ from bench_pipeline import ensure_input, ensure_model
 
 from detector.io import AtomicWriter, iter_tables, read_header
 from detector.jobs import _burst_context, _rare_gc, _score_part, load_model
-from detector.reasons import counterfactual_reasons, reason_texts
+from detector.reasons import REASON_MODES, counterfactual_reasons, explained_rows, reason_texts
 from detector.validate import IdTracker, validate
 
 
-def phases(src: Path, model_path: Path, chunk_rows: int, out: Path) -> dict[str, float]:
+def phases(src: Path, model_path: Path, chunk_rows: int, out: Path,
+           reasons: str = "officer") -> dict[str, float]:
     model = load_model(model_path)
     model.forest_.warm_up()  # as score_file does during its pre-pass
     seconds: dict[str, float] = {}
@@ -67,6 +72,12 @@ def phases(src: Path, model_path: Path, chunk_rows: int, out: Path) -> dict[str,
                 tick("read")
                 valid = validate(chunk, seen_ids=tracker).valid
                 tick("validate")
+                # Scored first, untimed: its lanes say which rows get sentences.
+                scored = model.score_valid(valid, context, reasons=reasons)
+                full, _ = explained_rows(reasons, (scored["lane"] == "green").to_numpy(),
+                                         scored["random_selected"].to_numpy(),
+                                         scored[model.rank_column].to_numpy())
+                clock[0] = time.perf_counter()
                 X, det = model.features_.transform_details(valid, context)
                 tick("features")
                 scores = model.forest_.anomaly_score(X)
@@ -74,18 +85,16 @@ def phases(src: Path, model_path: Path, chunk_rows: int, out: Path) -> dict[str,
                 idx, _ = counterfactual_reasons(model.features_, model.forest_, X, scores,
                                                 candidates=int(model.candidates))
                 tick("counterfactual")
-                reason_texts(model.features_, X, det, idx)
+                reason_texts(model.features_, X, det, idx, None if full.all() else full)
                 tick("reason_texts")
-                scored = model.score_valid(valid, context)  # everything again, untimed
-                clock[0] = time.perf_counter()
                 writer.write(scored)
                 tick("write")
     gc.collect()
     return seconds
 
 
-def _score_in_threads(model, chunks: list, context, columns: list[str], threads: int
-                      ) -> tuple[float, float]:
+def _score_in_threads(model, chunks: list, context, columns: list[str], threads: int,
+                      reasons: str = "officer") -> tuple[float, float]:
     """Wall and process CPU seconds of ``_score_part`` over ``chunks`` in ``threads``
     threads (each takes the next chunk when done, as score_file's pool does)."""
     todo = iter(chunks)
@@ -99,7 +108,7 @@ def _score_in_threads(model, chunks: list, context, columns: list[str], threads:
                     chunk = next(todo, None)
                 if chunk is None:
                     return
-                _score_part(model, chunk, context, columns)
+                _score_part(model, chunk, context, columns, reasons)
         except BaseException as exc:  # reported by the caller, not lost in a thread
             errors.append(exc)
 
@@ -114,7 +123,8 @@ def _score_in_threads(model, chunks: list, context, columns: list[str], threads:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def ceiling(src: Path, model_path: Path, chunk_rows: int, repeat: int) -> dict:
+def ceiling(src: Path, model_path: Path, chunk_rows: int, repeat: int,
+            reasons: str = "officer") -> dict:
     """The scoring stage alone on one and on two threads, taking turns."""
     model = load_model(model_path)
     model.forest_.warm_up()
@@ -126,11 +136,11 @@ def ceiling(src: Path, model_path: Path, chunk_rows: int, repeat: int) -> dict:
     columns = [c for c in model.output_columns if c != "rank"]
     runs: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
     with _rare_gc():
-        _score_part(model, chunks[0], context, columns)  # first-use caches
+        _score_part(model, chunks[0], context, columns, reasons)  # first-use caches
         for _ in range(repeat):
             for threads in (1, 2):
                 runs[threads].append(_score_in_threads(model, chunks, context, columns,
-                                                       threads))
+                                                       threads, reasons))
     out = {"rows": rows, "chunk_rows": chunk_rows, "repeat": repeat}
     for threads, measured in runs.items():
         best = min(measured)
@@ -145,6 +155,23 @@ def ceiling(src: Path, model_path: Path, chunk_rows: int, repeat: int) -> dict:
     return out
 
 
+def _print(mode: str, seconds: dict, top: dict, rows: int, scale: float) -> None:
+    total = sum(seconds.values())
+    print(f"--reasons {mode}: phases, one thread, one chunk after the other:")
+    for name, s in seconds.items():
+        print(f"{name:>15} {s * scale:6.2f} s per 300k  ({s / total:5.1%})")
+    print(f"{'total':>15} {total * scale:6.2f} s per 300k  -> {rows / total:,.0f} rows/s "
+          "(without start-up and the final rank pass)")
+    print(f"ceiling: the scoring stage alone on {top['rows']:,} validated rows "
+          f"(best of {top['repeat']}):")
+    for threads in (1, 2):
+        r = top[f"threads_{threads}"]
+        print(f"{threads:>6} thread{'s' if threads > 1 else ' '} {r['seconds']:7.2f} s "
+              f"{r['rows_per_second']:>10,} rows/s   cpu {r['cpu_seconds']:6.2f} s")
+    print(f"two threads: {top['speedup_two_threads']}x the rows/s of one, "
+          f"{top['cpu_ratio_two_threads']}x its CPU time for the same rows")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=300_000)
@@ -152,6 +179,9 @@ def main() -> None:
     ap.add_argument("--trees", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs of the ceiling on 1 and 2 threads, taking turns (best kept)")
+    ap.add_argument("--reasons", default="officer,all",
+                    help="reason modes measured, in turn (officer is the default of "
+                         "`detector score`; all gives sentences on every row, as before)")
     ap.add_argument("--data-dir", type=Path,
                     default=Path(tempfile.gettempdir()) / "detector-bench-data")
     ap.add_argument("--out", type=Path,
@@ -165,35 +195,28 @@ def main() -> None:
         with open(big, "rb") as fh, open(src, "wb") as dst:
             for _ in range(args.rows + 1):
                 dst.write(fh.readline())
-        seconds = phases(src, model, args.chunk_rows, Path(work) / "scored.csv")
-        top = ceiling(src, model, args.chunk_rows, max(1, args.repeat))
+        modes = [m for m in args.reasons.split(",") if m in REASON_MODES]
+        seconds = {m: phases(src, model, args.chunk_rows, Path(work) / "scored.csv", m)
+                   for m in modes}
+        top = {m: ceiling(src, model, args.chunk_rows, max(1, args.repeat), m) for m in modes}
     scale = 300_000 / args.rows
-    total = sum(seconds.values())
-    print("phases, one thread, one chunk after the other:")
-    for name, s in seconds.items():
-        print(f"{name:>15} {s * scale:6.2f} s per 300k  ({s / total:5.1%})")
-    print(f"{'total':>15} {total * scale:6.2f} s per 300k  -> {args.rows / total:,.0f} rows/s "
-          "(without start-up and the final rank pass)")
-    print(f"ceiling: the scoring stage alone on {top['rows']:,} validated rows "
-          f"(best of {top['repeat']}):")
-    for threads in (1, 2):
-        r = top[f"threads_{threads}"]
-        print(f"{threads:>6} thread{'s' if threads > 1 else ' '} {r['seconds']:7.2f} s "
-              f"{r['rows_per_second']:>10,} rows/s   cpu {r['cpu_seconds']:6.2f} s")
-    print(f"two threads: {top['speedup_two_threads']}x the rows/s of one, "
-          f"{top['cpu_ratio_two_threads']}x its CPU time for the same rows")
+    for m in modes:
+        _print(m, seconds[m], top[m], args.rows, scale)
     payload = {
         "benchmark": "bench_phases", "rows": args.rows, "chunk_rows": args.chunk_rows,
-        "trees": args.trees,
-        "phases_seconds_per_300k": {k: round(v * scale, 3) for k, v in seconds.items()},
-        "phases_rows_per_second": round(args.rows / total),
-        "ceiling": top,
+        "trees": args.trees, "reasons_modes": modes,
+        "by_mode": {m: {
+            "phases_seconds_per_300k": {k: round(v * scale, 3) for k, v in seconds[m].items()},
+            "phases_share": {k: round(v / sum(seconds[m].values()), 3)
+                             for k, v in seconds[m].items()},
+            "phases_rows_per_second": round(args.rows / sum(seconds[m].values())),
+            "ceiling": top[m]} for m in modes},
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": os.cpu_count()},
         "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json_atomic(args.out, payload)
-    print(json.dumps({k: payload[k] for k in ("phases_rows_per_second", "ceiling")}, indent=2))
+    print(json.dumps({m: v["phases_rows_per_second"] for m, v in payload["by_mode"].items()}))
     print(f"written {args.out}")
 
 

@@ -2,7 +2,7 @@
 
 Run:  python benchmarks/bench_pipeline.py [--quick] [--sizes 1000000,4000000] [--out PATH]
                                           [--repeat 3] [--data-dir DIR] [--trees N]
-                                          [--workers N]
+                                          [--workers N] [--one-thread]
 
 For each size, in one run on one machine:
 
@@ -10,8 +10,13 @@ For each size, in one run on one machine:
   ``detector generate``: wall time, declarations per second and the child's peak RSS
   (psutil polling of the whole process tree every 100 ms, cross-checked with
   ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` measured in a fresh helper process);
-* ``detector score --threads 1`` the same way (wall time only): one scoring thread, to
-  show what the default two scoring threads add;
+* ``detector score --reasons all`` the same way: sentences on every row (the default,
+  ``--reasons officer``, gives them outside the green lane, on random selections and on
+  the top 2,000, codes elsewhere);
+* the floor, also in its own subprocess: pyarrow reads the CSV and writes a two-column CSV
+  (id, a score) of the same row count; the ratio detector / floor (best run each);
+* with ``--one-thread``, ``detector score --threads 1`` (wall time only): one scoring
+  thread, to show what the default two scoring threads add;
 * with ``--workers N``, ``detector score --workers N`` too (N scoring processes instead
   of threads; the peak is the sum over the process tree, as for the others);
 * the plain path, also in its own subprocess: ``pandas.read_csv`` of the whole file, a
@@ -19,12 +24,12 @@ For each size, in one run on one machine:
   ``score_samples`` on the numeric columns, and ``to_csv`` of ids + scores: what a naive
   pipeline costs, with none of the validation, features or reasons.
 
-Each command runs ``--repeat`` times (default 3), the three taking turns; the table shows
+Each command runs ``--repeat`` times (default 3), the commands taking turns; the table shows
 the best run (the machine's capability; a shared machine only ever adds time) and the
 JSON also the median and every run. Peak memory is the largest of all runs.
 
 Targets (reported, not enforced): >= 150,000 declarations/s CSV to CSV, peak memory under
-1 GB, and flat from the smallest to the largest size.
+1 GB, flat from the smallest to the largest size, and at most 9x the floor.
 
 Generated inputs are cached (by size and seed) in ``--data-dir``, by default
 ``$TMPDIR/detector-bench-data`` (outside the repository; ``benchmarks/results/data`` also
@@ -55,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = 7
 TARGET_RPS = 150_000
 TARGET_MB = 1024
+TARGET_FLOOR_RATIO = 9.0
 
 # The naive pipeline, run in a child so that its peak RSS is measured the same way.
 _PLAIN = textwrap.dedent(
@@ -76,6 +82,23 @@ _PLAIN = textwrap.dedent(
         dst, index=False)
     t3 = time.perf_counter()
     print({"read_s": t1 - t0, "score_s": t2 - t1, "write_s": t3 - t2})
+    """
+)
+
+# The floor: what reading the CSV and writing a result of the same row count costs at
+# best (pyarrow's multi-threaded reader, a two-column CSV written by pyarrow).
+_FLOOR = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np, pyarrow as pa, pyarrow.csv as pcsv
+    src, dst = sys.argv[1], sys.argv[2]
+    t0 = time.perf_counter()
+    t = pcsv.read_csv(src)
+    t1 = time.perf_counter()
+    out = pa.table({"declaration_id": t.column("declaration_id"),
+                    "anomaly_score": pa.array(np.random.default_rng(0).random(t.num_rows))})
+    pcsv.write_csv(out, dst)
+    print({"read_s": t1 - t0, "write_s": time.perf_counter() - t1})
     """
 )
 
@@ -175,7 +198,7 @@ def _runs(measured: list[dict], rows: int) -> dict:
 
 
 def bench_size(data_dir: Path, model: Path, rows: int, trees: int, work: Path,
-               repeat: int = 1, workers: int = 0) -> dict:
+               repeat: int = 1, workers: int = 0, one_thread: bool = False) -> dict:
     src = ensure_input(data_dir, rows)
     size_mb = src.stat().st_size / 2**20
     out = work / f"scored_{rows}.csv"
@@ -185,18 +208,28 @@ def bench_size(data_dir: Path, model: Path, rows: int, trees: int, work: Path,
     # The three commands take turns, ``repeat`` times: a shared machine's slow spells
     # then fall on each of them alike. "1 thread" is the same command on one scoring
     # thread (the read-ahead thread stays): what the scoring threads add.
-    det, one, plain, procs = [], [], [], []
+    # "all" is the same command giving sentences on every row (--reasons all; the
+    # default is --reasons officer). The floor reads the CSV and writes two columns.
+    floor_cmd = [sys.executable, "-c", _FLOOR, str(src), str(work / f"floor_{rows}.csv")]
+    det, every, one, plain, procs, floor = [], [], [], [], [], []
     for _ in range(repeat):
         det.append(measure(cmd))
-        one.append(measure([*cmd, "--threads", "1"]))
+        every.append(measure([*cmd, "--reasons", "all"]))
+        if one_thread:
+            one.append(measure([*cmd, "--threads", "1"]))
         if workers:
             procs.append(measure([*cmd, "--workers", str(workers)]))
         plain.append(measure(plain_cmd))
+        floor.append(measure(floor_cmd))
     summary = json.loads(det[0]["stdout"])
     det_rusage = rusage_peak_mb(cmd)
     plain_rusage = rusage_peak_mb(plain_cmd)
-    for p in (out, out.with_name(out.stem + ".rejects.csv"), plain_out):
+    every_rusage = rusage_peak_mb([*cmd, "--reasons", "all"])
+    for p in (out, out.with_name(out.stem + ".rejects.csv"), plain_out,
+              work / f"floor_{rows}.csv"):
         p.unlink(missing_ok=True)
+    det_s = min(m["seconds"] for m in det)
+    floor_s = min(m["seconds"] for m in floor)
     return {
         "rows": rows,
         "input_mb": round(size_mb, 1),
@@ -208,7 +241,12 @@ def bench_size(data_dir: Path, model: Path, rows: int, trees: int, work: Path,
             "inner_rows_per_second": summary.get("rows_per_second"),
             "threads": summary.get("threads"),
         },
-        "detector_one_thread": _runs(one, rows),
+        "detector_reasons_all": {**_runs(every, rows),
+                                 "peak_rss_mb_rusage": round(every_rusage, 1)},
+        **({"detector_one_thread": _runs(one, rows)} if one else {}),
+        "floor_pyarrow_read_write": {**_runs(floor, rows), "phases": floor[0]["stdout"].strip()},
+        "ratio_detector_to_floor": round(det_s / floor_s, 2),
+        "ratio_reasons_all_to_floor": round(min(m["seconds"] for m in every) / floor_s, 2),
         **({"detector_workers": {"workers": workers, **_runs(procs, rows)}} if procs else {}),
         "plain_pandas_sklearn": {
             **_runs(plain, rows),
@@ -218,21 +256,30 @@ def bench_size(data_dir: Path, model: Path, rows: int, trees: int, work: Path,
     }
 
 
+def _peak(d: dict) -> float:
+    return max(d["peak_rss_mb_psutil"], d.get("peak_rss_mb_rusage", 0.0))
+
+
 def table(results: list[dict]) -> str:
-    head = (f"{'rows':>10} {'input MB':>9} | {'detector s':>10} {'rows/s':>9} {'peak MB':>8} | "
-            f"{'1 thread':>9} {'rows/s':>9} | {'plain s':>8} {'rows/s':>9} {'peak MB':>8}")
+    head = (f"{'rows':>10} {'input MB':>9} | {'officer s':>9} {'rows/s':>9} {'peak MB':>8} | "
+            f"{'all s':>6} {'rows/s':>9} {'peak MB':>8} | {'plain s':>8} {'rows/s':>9} "
+            f"{'peak MB':>8} | {'floor s':>7} {'x floor':>7} {'all x':>6}")
+    if any("detector_one_thread" in r for r in results):
+        head += f" | {'1 thread':>9} {'rows/s':>9}"
     if any("detector_workers" in r for r in results):
         head += f" | {'workers s':>9} {'rows/s':>9} {'peak MB':>8}"
     lines = [head, "-" * len(head)]
     for r in results:
-        d, p, o = r["detector"], r["plain_pandas_sklearn"], r["detector_one_thread"]
+        d, a, p = r["detector"], r["detector_reasons_all"], r["plain_pandas_sklearn"]
+        f = r["floor_pyarrow_read_write"]
         lines.append(
-            f"{r['rows']:>10,} {r['input_mb']:>9.0f} | {d['seconds']:>10.1f} "
-            f"{d['rows_per_second']:>9,} "
-            f"{max(d['peak_rss_mb_psutil'], d['peak_rss_mb_rusage']):>8.0f} | "
-            f"{o['seconds']:>9.1f} {o['rows_per_second']:>9,} | "
-            f"{p['seconds']:>8.1f} {p['rows_per_second']:>9,} "
-            f"{max(p['peak_rss_mb_psutil'], p['peak_rss_mb_rusage']):>8.0f}"
+            f"{r['rows']:>10,} {r['input_mb']:>9.0f} | {d['seconds']:>9.1f} "
+            f"{d['rows_per_second']:>9,} {_peak(d):>8.0f} | {a['seconds']:>6.1f} "
+            f"{a['rows_per_second']:>9,} {_peak(a):>8.0f} | {p['seconds']:>8.1f} "
+            f"{p['rows_per_second']:>9,} {_peak(p):>8.0f} | {f['seconds']:>7.2f} "
+            f"{r['ratio_detector_to_floor']:>7.2f} {r['ratio_reasons_all_to_floor']:>6.2f}"
+            + (f" | {o['seconds']:>9.1f} {o['rows_per_second']:>9,}"
+               if (o := r.get("detector_one_thread")) else "")
             + (f" | {w['seconds']:>9.1f} {w['rows_per_second']:>9,} "
                f"{w['peak_rss_mb_psutil']:>8.0f}" if (w := r.get("detector_workers")) else ""))
     return "\n".join(lines)
@@ -243,7 +290,10 @@ def verdict(results: list[dict]) -> dict:
              for r in results]
     rps = [r["detector"]["rows_per_second"] for r in results]
     growth = peaks[-1] / peaks[0] if peaks and peaks[0] else None
+    ratios = [r["ratio_detector_to_floor"] for r in results]
     return {
+        "ratio_to_floor_max": max(ratios),
+        "meets_9x_floor": max(ratios) <= TARGET_FLOOR_RATIO,
         "rows_per_second_min": min(rps),
         "meets_150k_rows_per_second": min(rps) >= TARGET_RPS,
         "peak_rss_mb_max": max(peaks),
@@ -263,6 +313,8 @@ def main() -> None:
                     help="runs of each command, taking turns; best and median reported")
     ap.add_argument("--workers", type=int, default=0,
                     help="also run `detector score --workers N` (processes; tree RSS summed)")
+    ap.add_argument("--one-thread", action="store_true",
+                    help="also run `detector score --threads 1`")
     ap.add_argument("--data-dir", type=Path,
                     default=Path(tempfile.gettempdir()) / "detector-bench-data")
     ap.add_argument("--out", type=Path,
@@ -280,7 +332,8 @@ def main() -> None:
             print(f"size {rows:,} ...", file=sys.stderr)
             results.append(bench_size(args.data_dir, model, rows, args.trees, Path(work),
                                       repeat=max(1, args.repeat),
-                                      workers=max(0, args.workers)))
+                                      workers=max(0, args.workers),
+                                      one_thread=args.one_thread))
             print(table(results[-1:]).splitlines()[-1], file=sys.stderr)
     payload = {
         "benchmark": "bench_pipeline",
@@ -290,6 +343,7 @@ def main() -> None:
         "repeat": max(1, args.repeat),
         "results": results,
         "targets": {"rows_per_second": TARGET_RPS, "peak_rss_mb": TARGET_MB,
+                    "ratio_to_floor": TARGET_FLOOR_RATIO,
                     "memory": "flat from smallest to largest size"},
         "verdict": verdict(results),
         "machine": {"python": platform.python_version(), "platform": platform.platform(),

@@ -208,17 +208,27 @@ def train(input, output, budget, lanes, random_share, trees, seed, labels, reven
 @click.option("--scheduler", default=None,
               help="Dask scheduler address, e.g. tcp://host:8786 (engine dask) "
                    "[default: a local cluster].")
+# The names and default of detector.reasons (REASON_MODES, DEFAULT_EXPLAIN_TOP), spelled
+# out here: importing it would load pandas for --help. A test checks that they agree.
+@click.option("--reasons", "reasons", type=click.Choice(["officer", "all", "codes"]),
+              default="officer", show_default=True,
+              help="officer: full sentences outside the green lane, on random selections and "
+                   "on the top --explain-top of the ranking, reason codes elsewhere; all: "
+                   "sentences on every row; codes: codes on every row.")
+@click.option("--explain-top", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="With --reasons officer: the top N of the ranking get sentences too.")
 @_columns
 @_encoding
 @_force
 @_errors
-def score(model, input, output, chunk_rows, threads, workers, engine, scheduler, columns,
-          encoding, force):
+def score(model, input, output, chunk_rows, threads, workers, engine, scheduler, reasons,
+          explain_top, columns, encoding, force):
     """Score declarations: one output row per valid input row, rejects beside it."""
     if engine == "dask":
         score_dask = _dask("score_dask")
         summary = score_dask(model, input, output, columns=columns, scheduler=scheduler,
-                             force=force, encoding=encoding)
+                             force=force, encoding=encoding, reasons=reasons,
+                             explain_top=explain_top)
         _note(f"rows {summary['rows']:,}: scored {summary['scored']:,}, rejected "
               f"{summary['rejected']:,}")
         _out(summary)
@@ -239,7 +249,8 @@ def score(model, input, output, chunk_rows, threads, workers, engine, scheduler,
     try:
         summary = score_file(model, input, output, columns=columns, chunk_rows=chunk_rows,
                              force=force, encoding=encoding, progress=progress,
-                             on_total=on_total, workers=workers, threads=threads)
+                             on_total=on_total, workers=workers, threads=threads,
+                             reasons=reasons, explain_top=explain_top)
     finally:
         if bar["obj"] is not None:
             bar["obj"].__exit__(None, None, None)

@@ -59,6 +59,7 @@ from .io import (
     read_header,
 )
 from .model import OUTPUT_COLUMNS, DeclarationModel
+from .reasons import DEFAULT_EXPLAIN_TOP, as_codes, check_reasons_mode, explained_rows
 from .validate import REJECT_COLUMNS, _text, summarise_rejects, validate
 
 __all__ = ["score_dask", "train_dask", "list_inputs", "DEFAULT_PARTITION_ROWS"]
@@ -373,7 +374,8 @@ def _reject_schema():
 
 
 def _score_partition(df: pd.DataFrame, model: DeclarationModel, context: pd.Series,
-                     offsets: np.ndarray, dups: dict, work: str,
+                     offsets: np.ndarray, dups: dict, work: str, reasons: str = "officer",
+                     explain_top: int = DEFAULT_EXPLAIN_TOP,
                      partition_info: dict | None = None) -> pd.DataFrame:
     i = int(partition_info["number"]) if partition_info else 0
     df.index = pd.RangeIndex(int(offsets[i]), int(offsets[i]) + len(df))
@@ -383,7 +385,7 @@ def _score_partition(df: pd.DataFrame, model: DeclarationModel, context: pd.Seri
         _write_parquet(rejects[list(REJECT_COLUMNS)], w / f"rejects.{i:05d}.parquet",
                        _reject_schema())
     if len(valid):
-        scored = model.score_valid(valid, context)
+        scored = model.score_valid(valid, context, reasons=reasons, explain_top=explain_top)
         cols = model.output_columns
         spill = scored[[c for c in cols if c != "rank"]].reset_index(drop=True)
         _write_parquet(spill, w / f"spill.{i:05d}.parquet", _spill_schema(cols))
@@ -395,11 +397,21 @@ def _score_partition(df: pd.DataFrame, model: DeclarationModel, context: pd.Seri
 
 
 def _finish_partition(i: int, work: str, out_dir: str, rank: np.ndarray,
-                      columns=OUTPUT_COLUMNS) -> dict:
+                      columns=OUTPUT_COLUMNS, reasons: str = "officer",
+                      explain_top: int = DEFAULT_EXPLAIN_TOP) -> dict:
     import pyarrow.parquet as pq
 
     df = pq.read_table(Path(work) / f"spill.{i:05d}.parquet").to_pandas()
     df["rank"] = rank
+    if reasons == "officer":
+        # Rows with sentences for the partition's top but outside the dataset's get
+        # their codes (the same rows score_valid chose, from the same columns).
+        rank_col = "risk_score" if "risk_score" in columns else "anomaly_score"
+        _, by_top = explained_rows(reasons, (df["lane"] == "green").to_numpy(),
+                                   df["random_selected"].to_numpy(dtype=bool),
+                                   df[rank_col].to_numpy(dtype="float64"), explain_top)
+        for p in np.flatnonzero(by_top & (rank > explain_top)).tolist():
+            df.at[p, "reasons"] = as_codes(list(df.at[p, "reasons"]))
     df = df[list(columns)]
     _write_parquet(df, Path(out_dir) / _part_name(i), _output_schema(columns))
     return {"flagged": int(df["flagged"].sum()),
@@ -503,8 +515,12 @@ def _replace_dir(tmp: Path, out: Path, force: bool) -> None:
 
 def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, columns=None,
                scheduler: str | None = None, force: bool = False, encoding: str = "utf-8",
-               partition_rows: int = DEFAULT_PARTITION_ROWS, processes: bool = True) -> dict:
+               partition_rows: int = DEFAULT_PARTITION_ROWS, processes: bool = True,
+               reasons: str = "officer", explain_top: int = DEFAULT_EXPLAIN_TOP) -> dict:
     """Score a Parquet/CSV dataset (file, folder or glob) on Dask.
+
+    ``reasons`` / ``explain_top`` as for :func:`detector.jobs.score_file` (the top is the
+    dataset's).
 
     OUTPUT is a folder of Parquet files ``part.NNNNN.parquet`` (columns
     :data:`detector.model.OUTPUT_COLUMNS`, rank global); rejects go to
@@ -517,6 +533,7 @@ def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, co
     from .jobs import load_model, rejects_path
 
     started = time.time()
+    check_reasons_mode(reasons, explain_top)
     out = Path(output)
     rej_path = rejects_path(out)
     for p in (out, rej_path):
@@ -548,8 +565,8 @@ def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, co
             ctx_d = dask.delayed(context, name=f"detector-context-{key}", traverse=False)
             dups_d = dask.delayed(dups, name=f"detector-dups-{key}", traverse=False)
             scored = _ddf(pieces, cols).map_partitions(
-                _score_partition, model_d, ctx_d, offsets, dups_d, str(work),
-                meta=_SCORE_META, enforce_metadata=False)
+                _score_partition, model_d, ctx_d, offsets, dups_d, str(work), reasons,
+                int(explain_top), meta=_SCORE_META, enforce_metadata=False)
             parts = scored.to_delayed()
             per_part = [d["anomaly_score"].to_numpy(dtype="float64")
                         for d in dask.compute(*parts)]
@@ -563,7 +580,7 @@ def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, co
             stats = dask.compute(*[
                 dask.delayed(_finish_partition, pure=True)(
                     i, str(work), str(tmp_out), rank[starts[i]:starts[i + 1]],
-                    tuple(model.output_columns))
+                    tuple(model.output_columns), reasons, int(explain_top))
                 for i in todo])
         n_scored = int(len(s))
         if n_scored == 0:

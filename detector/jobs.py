@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, SchemaError
-from .io import AtomicWriter, _read_ahead, csv_table, iter_tables, read_table
+from .io import LIST_SEPARATOR, AtomicWriter, _read_ahead, csv_table, iter_tables, read_table
 from .model import DeclarationModel, load_model
+from .reasons import DEFAULT_EXPLAIN_TOP, as_codes, check_reasons_mode, explained_rows
 from .schema import load_column_mapping
 from .validate import IdTracker, summarise_rejects, validate
 
@@ -126,21 +127,36 @@ class _Part(NamedTuple):
     lane: Any  # the lane names (an array of strings)
     flagged: int
     random_selected: int
+    # Rows (positions in the chunk) with sentences only for being in the chunk's top
+    # ``explain_top`` (reasons "officer"), and their codes: the ones outside the file's
+    # top get the codes once the rank is known.
+    by_top: np.ndarray
+    by_top_codes: list
 
 
 def _score_part(model: DeclarationModel, valid: pd.DataFrame, context,
-                spill_columns: list[str] | None) -> _Part:
-    scored = model.score_valid(valid, context)
+                spill_columns: list[str] | None, reasons: str = "officer",
+                explain_top: int = DEFAULT_EXPLAIN_TOP) -> _Part:
+    scored = model.score_valid(valid, context, reasons=reasons, explain_top=explain_top)
+    by_top = np.zeros(0, dtype=np.int64)
+    if reasons == "officer":
+        _, top_mask = explained_rows(reasons, (scored["lane"] == "green").to_numpy(),
+                                     scored["random_selected"].to_numpy(),
+                                     scored[model.rank_column].to_numpy(), explain_top)
+        by_top = np.flatnonzero(top_mask)
+    texts = scored["reasons"].to_numpy()
+    by_top_codes = [as_codes(texts[i]) for i in by_top.tolist()]
     if spill_columns is None:
         data = scored.reset_index(drop=True)
     else:  # converted here, in parallel, rather than in the ordered writer
         data = csv_table(scored[spill_columns].reset_index(drop=True))
     return _Part(scored[model.rank_column].to_numpy(), data,
                  scored["lane"].array, int(scored["flagged"].sum()),
-                 int(scored["random_selected"].sum()))
+                 int(scored["random_selected"].sum()), by_top, by_top_codes)
 
 
-def _worker_init(model_state: bytes, context, spill_columns) -> None:
+def _worker_init(model_state: bytes, context, spill_columns, reasons="officer",
+                 explain_top=DEFAULT_EXPLAIN_TOP) -> None:
     import pickle
 
     try:  # one numba thread per worker: the processes already fill the cores
@@ -152,10 +168,12 @@ def _worker_init(model_state: bytes, context, spill_columns) -> None:
     _WORKER["model"] = pickle.loads(model_state)  # our own bytes, made by this process
     _WORKER["context"] = context
     _WORKER["spill_columns"] = spill_columns
+    _WORKER["reasons"] = (reasons, explain_top)
 
 
 def _worker_score(valid: pd.DataFrame) -> _Part:
-    return _score_part(_WORKER["model"], valid, _WORKER["context"], _WORKER["spill_columns"])
+    return _score_part(_WORKER["model"], valid, _WORKER["context"], _WORKER["spill_columns"],
+                       *_WORKER["reasons"])
 
 
 # Inputs from this size on (about 5,000 declarations) load the compiled kernels at start.
@@ -210,16 +228,25 @@ class _CsvSpill:
             self._sink.close()
             self._writer = None
 
-    def tables(self, rank: np.ndarray):
-        """The spilled tables in order, each with its slice of ``rank`` inserted."""
+    def tables(self, rank: np.ndarray, recode: dict | None = None):
+        """The spilled tables in order, each with its slice of ``rank`` inserted and the
+        reasons of the rows in ``recode`` (scored position -> codes) replaced."""
         import pyarrow as pa
 
         start = 0
+        cuts = np.array(sorted(recode or ()), dtype=np.int64)
         with pa.OSFile(str(self.path), "rb") as src:
             for batch in pa.ipc.open_stream(src):
                 n = batch.num_rows
                 table = pa.Table.from_batches([batch]).add_column(
                     self.rank_at, "rank", pa.array(rank[start:start + n]))
+                mine = cuts[(cuts >= start) & (cuts < start + n)]
+                if len(mine):  # a few rows of a few chunks at most (see _Part.by_top)
+                    at = table.schema.get_field_index("reasons")
+                    cells = table.column(at).to_pylist()
+                    for pos in mine.tolist():
+                        cells[pos - start] = LIST_SEPARATOR.join(recode[pos])
+                    table = table.set_column(at, "reasons", pa.array(cells, pa.string()))
                 start += n
                 yield table
 
@@ -295,7 +322,8 @@ def batch_process_settings() -> bool:
 def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, columns=None,
                chunk_rows: int = _CHUNK_ROWS, force: bool = False, encoding: str = "utf-8",
                progress: Progress = None, on_total: Callable[[int], None] | None = None,
-               workers: int = 1, threads: int | None = None) -> dict:
+               workers: int = 1, threads: int | None = None, reasons: str = "officer",
+               explain_top: int = DEFAULT_EXPLAIN_TOP) -> dict:
     """Score a file in chunks with bounded memory; every row is scored or rejected.
 
     Pass 1 reads three columns for whole-file facts (parcel bursts, row count). Pass 2
@@ -306,9 +334,11 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     (CSV-ready Arrow tables for a CSV output, Parquet otherwise) and keeping only the
     scores in memory (8 bytes a row, plus 1 for the lane). Pass 3 ranks the scores and
     streams the results, with their rank, to the output. Outputs appear only complete,
-    and are the same whatever the number of threads or workers.
+    and are the same whatever the number of threads or workers. ``reasons`` and
+    ``explain_top``: see :meth:`DeclarationModel.score_valid`; the top is the file's.
     """
     started = time.time()
+    check_reasons_mode(reasons, explain_top)
     if not isinstance(model, DeclarationModel):
         model = load_model(model)
     mapping = load_column_mapping(columns)
@@ -345,6 +375,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     spill_columns = csv_spill.columns if csv_spill is not None else None
     lane_codes: list[np.ndarray] = []
     lane_names: list[str] = []
+    by_top: dict[int, list[str]] = {}
     flagged = random_selected = 0
     rej_w.__enter__()
     pool = None
@@ -380,7 +411,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                                            mp_context=mp.get_context("spawn"),
                                            initializer=_worker_init,
                                            initargs=(pickle.dumps(model), context,
-                                                     spill_columns))
+                                                     spill_columns, reasons, explain_top))
                 in_flight = int(workers)
             elif threads > 1:
                 from concurrent.futures import ThreadPoolExecutor
@@ -413,6 +444,9 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                                 lane_names.append(name)
                         lane_codes.append(np.array([lane_names.index(x) for x in names],
                                                    dtype=np.int8)[codes])
+                        for pos, c in zip(part.by_top.tolist(), part.by_top_codes,
+                                          strict=True):
+                            by_top[n_scored + pos] = c
                         scores.append(part.scores)
                         n_scored += len(part.scores)
                     if progress is not None:
@@ -427,13 +461,13 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                 if not len(res.valid):
                     pending.append((None, n_chunk))
                 elif pool is None:
-                    pending.append((_score_part(model, res.valid, context, spill_columns),
-                                    n_chunk))
+                    pending.append((_score_part(model, res.valid, context, spill_columns,
+                                                reasons, explain_top), n_chunk))
                 elif workers > 1:
                     pending.append((pool.submit(_worker_score, res.valid), n_chunk))
                 else:
                     pending.append((pool.submit(_score_part, model, res.valid, context,
-                                                spill_columns), n_chunk))
+                                                spill_columns, reasons, explain_top), n_chunk))
                 # Bounded memory: a few chunks in flight (see in_flight), one read ahead.
                 drain(keep=in_flight)
             drain(keep=0)
@@ -451,12 +485,14 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
         rank = np.empty(len(order), dtype=np.int64)
         rank[order] = np.arange(1, len(order) + 1)
         del order
+        # Rows that had sentences for their chunk's top but are outside the file's.
+        recode = {p: c for p, c in by_top.items() if rank[p] > explain_top}
         if csv_spill is not None:
             csv_spill.close()
         with out_w as w:
             if n_scored and csv_spill is not None:
                 # Encoded in threads, written in order: the same bytes as one by one.
-                w.write_csv_tables(csv_spill.tables(rank), threads=threads)
+                w.write_csv_tables(csv_spill.tables(rank, recode), threads=threads)
             elif n_scored:
                 import pyarrow.parquet as pq
 
@@ -464,6 +500,8 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                 for batch in pq.ParquetFile(spill).iter_batches(batch_size=chunk_rows):
                     df = batch.to_pandas()
                     df["rank"] = rank[start:start + len(df)]
+                    for p in [p for p in recode if start <= p < start + len(df)]:
+                        df.at[p - start, "reasons"] = recode[p]
                     start += len(df)
                     w.write(df[list(model.output_columns)])
             else:

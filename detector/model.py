@@ -23,7 +23,17 @@ import pandas as pd
 from .errors import NotFittedError, SchemaError
 from .features import DeclarationFeatures
 from .forest import PackedForest
-from .reasons import FEATURE_MEANING, counterfactual_reasons, reason_texts, soft_notes
+from .reasons import (
+    DEFAULT_EXPLAIN_TOP,
+    FEATURE_MEANING,
+    RANDOM_CODE,
+    as_codes,
+    check_reasons_mode,
+    counterfactual_reasons,
+    explained_rows,
+    reason_texts,
+    soft_notes,
+)
 from .schema import ColumnMapping, apply_column_mapping
 from .validate import validate
 
@@ -275,31 +285,33 @@ class DeclarationModel:
         codes, names = self._lane_codes(scores)
         return np.array(names, dtype=object)[codes]
 
-    def score_valid(self, valid: pd.DataFrame, context=None) -> pd.DataFrame:
+    def score_valid(self, valid: pd.DataFrame, context=None, reasons: str = "officer",
+                    explain_top: int = DEFAULT_EXPLAIN_TOP) -> pd.DataFrame:
         """Score rows that passed validation; no rank (that needs the whole batch).
 
         ``context`` carries batch-wide facts (parcel bursts) when a file is scored in
-        chunks; ``None`` computes them from ``valid`` itself.
+        chunks; ``None`` computes them from ``valid`` itself. ``reasons`` is one of
+        :data:`detector.reasons.REASON_MODES` ("officer": sentences outside the green
+        lane, on random selections and on the top ``explain_top`` of these rows; codes
+        elsewhere. "all": sentences everywhere. "codes": codes everywhere).
         """
         self._check_fitted()
+        check_reasons_mode(reasons, explain_top)
         if context is None:
             context = DeclarationFeatures.burst_context(valid)
         X, det = self.features_.transform_details(valid, context)
         scores = self.forest_.anomaly_score(X)
-        idx, _ = counterfactual_reasons(self.features_, self.forest_, X, scores,
-                                        candidates=int(self.candidates))
-        reasons = reason_texts(self.features_, X, det, idx)
         extra: dict[str, np.ndarray] = {}
         ranking = scores
         if getattr(self, "outcome_", None) is not None:
             o = self.outcome_.predict(valid, X, scores)
             extra = {"fraud_probability": o["fraud_probability"], "risk_score": o["risk_score"]}
             ranking = o["risk_score"]
-            _merge_history(reasons, self.outcome_.reasons(valid))
-        soft_notes(det, reasons)
         id_col = valid["declaration_id"]
         picked = _random_pick(id_col, self.seed, self.random_share)
         codes, names = self._lane_codes(ranking)
+        full, _ = explained_rows(reasons, codes == 0, picked, ranking, explain_top)
+        texts = self._reasons(valid, X, det, scores, full)
         if picked.any():
             first_lane = next(iter(self.lane_thresholds_), "red")
             if first_lane not in names:
@@ -307,8 +319,8 @@ class DeclarationModel:
             green = np.array([n == "green" for n in names])[codes]
             codes = np.where(picked & green, names.index(first_lane), codes)
             note = _random_note(self.random_share)
-            for i in np.flatnonzero(picked):
-                reasons[i] = [*reasons[i], note]
+            for i in np.flatnonzero(picked).tolist():
+                texts[i] = [*texts[i], note if full[i] else RANDOM_CODE]
         # Text columns straight as Arrow strings (what a frame of Python strings becomes
         # anyway): the lane by one take from its few names, the ids as validated.
         lane = pd.array(names, dtype="str").take(codes)
@@ -320,8 +332,24 @@ class DeclarationModel:
             "flagged": ranking >= self.threshold_,
             "lane": lane,
             "random_selected": picked,
-            "reasons": reasons,
+            "reasons": texts,
         }, index=valid.index)
+
+    def _reasons(self, valid, X, det, scores, full: np.ndarray) -> list[list[str]]:
+        """Each row's reasons (forest, outcome history, notes): sentences where ``full``,
+        codes elsewhere. The counterfactual search runs only on rows with something
+        unusual; the others get nothing."""
+        idx, _ = counterfactual_reasons(self.features_, self.forest_, X, scores,
+                                        candidates=int(self.candidates))
+        texts = reason_texts(self.features_, X, det, idx, None if full.all() else full)
+        if getattr(self, "outcome_", None) is not None:
+            history = self.outcome_.reasons(valid)
+            _merge_history(texts, history)
+            for i in np.flatnonzero(~full).tolist():
+                if history[i]:
+                    texts[i] = as_codes(texts[i])
+        soft_notes(det, texts, None if full.all() else full)
+        return texts
 
     @property
     def output_columns(self) -> tuple[str, ...]:
@@ -331,19 +359,22 @@ class DeclarationModel:
                     *OUTPUT_COLUMNS[2:])
         return OUTPUT_COLUMNS
 
-    def score(self, df: pd.DataFrame, columns: ColumnMapping | Mapping | None = None
+    def score(self, df: pd.DataFrame, columns: ColumnMapping | Mapping | None = None,
+              reasons: str = "officer", explain_top: int = DEFAULT_EXPLAIN_TOP
               ) -> pd.DataFrame:
         """Score a frame: one output row per input row, in input order.
 
         Rows that fail validation are not dropped: they come out with ``status``
         "rejected", no score, lane "rejected" and the reason in ``reasons``.
+        ``reasons`` / ``explain_top``: see :meth:`score_valid` (the top is the frame's).
         """
         self._check_fitted()
+        check_reasons_mode(reasons, explain_top)
         if columns is not None:
             df = apply_column_mapping(df, columns)
         df = df.reset_index(drop=True)
         res = validate(df)
-        scored = self.score_valid(res.valid)
+        scored = self.score_valid(res.valid, reasons=reasons, explain_top=explain_top)
         out = pd.DataFrame(index=df.index)
         ids = df["declaration_id"] if "declaration_id" in df.columns else pd.Series(
             [None] * len(df), index=df.index)
@@ -375,14 +406,19 @@ class DeclarationModel:
         out["status"] = np.where(out["lane"] == "rejected", "rejected", "scored")
         return out
 
-    def score_one(self, record: Mapping[str, Any], context: dict | None = None) -> dict:
+    def score_one(self, record: Mapping[str, Any], context: dict | None = None,
+                  reasons: str = "officer") -> dict:
         """Score one declaration given as a dict; the low-latency path (no pandas).
 
         Returns ``{"declaration_id", "anomaly_score", "flagged", "lane",
         "random_selected", "reasons", "status"}``; a record that breaks the contract
         comes back with status "rejected" and the reasons, never an exception.
+        ``reasons``: "officer" gives sentences outside the green lane and on a random
+        selection (one record has no ranking to take a top from), codes otherwise;
+        "all" sentences, "codes" codes.
         """
         self._check_fitted()
+        check_reasons_mode(reasons)
         from .validate import check_record
 
         clean, problems = check_record(record)
@@ -401,29 +437,27 @@ class DeclarationModel:
         X, det = self.features_.transform_record(clean, context)
         score = self.forest_.score_one(X[0])
         scores = np.array([score])
-        idx, _ = counterfactual_reasons(self.features_, self.forest_, X, scores,
-                                        candidates=int(self.candidates))
-        reasons = reason_texts(self.features_, X, det, idx)
         result: dict[str, Any] = {"declaration_id": did, "anomaly_score": score}
         ranking = score
+        one = None
         if getattr(self, "outcome_", None) is not None:
             # The outcome model works on frames; a labelled model may take pandas' cost.
             one = pd.DataFrame([clean])
             o = self.outcome_.predict(one, X, scores)
             result["fraud_probability"] = float(o["fraud_probability"][0])
             result["risk_score"] = ranking = float(o["risk_score"][0])
-            _merge_history(reasons, self.outcome_.reasons(one))
-        soft_notes(det, reasons)
-        reasons = reasons[0]
         picked = bool(_random_pick(np.array([did], dtype=object), self.seed,
                                    self.random_share)[0]) if self.random_share > 0 else False
         lane = str(self._lane(np.array([ranking]))[0])
+        full, _ = explained_rows(reasons, np.array([lane == "green"]), np.array([picked]),
+                                 np.array([ranking]), explain_top=0)
+        texts = self._reasons(one, X, det, scores, full)[0]
         if picked:
             if lane == "green":
                 lane = next(iter(self.lane_thresholds_), "red")
-            reasons.append(_random_note(self.random_share))
+            texts.append(_random_note(self.random_share) if full[0] else RANDOM_CODE)
         return {**result, "flagged": bool(ranking >= self.threshold_), "lane": lane,
-                "random_selected": picked, "reasons": reasons, "status": "scored"}
+                "random_selected": picked, "reasons": texts, "status": "scored"}
 
     def explain(self, data: pd.DataFrame | Mapping[str, Any], declaration_id: str | None = None,
                 context=None) -> dict:

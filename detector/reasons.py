@@ -12,12 +12,71 @@ Each reason is a stable code and a sentence with the numbers, e.g.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .features import _DERIVED_FROM, EXTRA_RARITY, EXTRA_Z, FEATURES, feature_spec
 
 __all__ = ["counterfactual_reasons", "reason_texts", "soft_notes", "MIN_DROP", "REASON_CODES",
-           "NOTE_CODES"]
+           "NOTE_CODES", "REASON_MODES", "DEFAULT_EXPLAIN_TOP", "check_reasons_mode",
+           "explained_rows", "as_codes", "RANDOM_CODE"]
+
+# What a scored row carries (see README, "Reasons"):
+#   "all"     the full sentence of every reason, on every row (the pre-1.x behaviour);
+#   "codes"   the reasons' codes only (``MASS_PER_UNIT_HIGH;...`` in the sense of the
+#             sentence's prefix before ':'), on every row;
+#   "officer" full sentences where an officer reads them (every row outside the green
+#             lane, every random selection, the top ``explain_top`` of the ranking) and
+#             codes on every other row. The default: sentences are most of the text cost.
+REASON_MODES = ("officer", "all", "codes")
+DEFAULT_EXPLAIN_TOP = 2000
+RANDOM_CODE = "RANDOM_SELECTION"
+
+
+def check_reasons_mode(mode: str, explain_top: int = DEFAULT_EXPLAIN_TOP) -> str:
+    """The mode, checked (a clear error for anything else)."""
+    if mode not in REASON_MODES:
+        raise ValueError(f"reasons must be one of {', '.join(REASON_MODES)}; got {mode!r}")
+    if int(explain_top) < 0:
+        raise ValueError(f"explain_top must be >= 0, got {explain_top}")
+    return mode
+
+
+def explained_rows(mode: str, green: np.ndarray, picked: np.ndarray, ranking: np.ndarray,
+                   explain_top: int = DEFAULT_EXPLAIN_TOP) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows get full sentences: ``(full, by_top)`` boolean masks.
+
+    ``by_top`` marks the green, unselected rows that get sentences only for being in the
+    top ``explain_top`` of ``ranking`` among these rows (descending, ties by position, as
+    the rank is given). A file scored in chunks gives each chunk's top: the file's top is
+    within the union, and the writer turns the others back into codes (see
+    :func:`as_codes`) once the file's rank is known, so the output is the same whatever
+    the chunking.
+    """
+    n = len(green)
+    if mode == "all":
+        return np.ones(n, dtype=bool), np.zeros(n, dtype=bool)
+    if mode == "codes":
+        return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    full = ~np.asarray(green, dtype=bool) | np.asarray(picked, dtype=bool)
+    by_top = np.zeros(n, dtype=bool)
+    k = min(int(explain_top), n)
+    if k > 0:
+        # Rows outside the green lane rank above every green row (lanes are cut on the
+        # same score), so the top is theirs first; only when fewer than k does it reach
+        # into the green rows.
+        s = np.where(np.isnan(ranking), -np.inf, ranking)
+        top = np.argsort(-s, kind="stable")[:k] if k < n else np.arange(n)
+        by_top[top] = True
+        by_top &= ~full
+        full = full | by_top
+    return full, by_top
+
+
+def as_codes(reasons: list[str]) -> list[str]:
+    """A row's reasons as codes: each reason's prefix before ':' (its stable code)."""
+    return [r.split(":", 1)[0] for r in reasons]
 
 # A reason must lower the anomaly score by at least this much when undone; smaller
 # effects are noise of the forest, not an explanation.
@@ -91,10 +150,21 @@ def counterfactual_reasons(features, forest, X: np.ndarray, scores: np.ndarray,
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+@functools.lru_cache(maxsize=16)
+def _plan(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per feature list (made once, not per call: score_one pays it on every record):
+    the base features' indices, which are one-sided, and their "unusual" floors."""
+    base = np.array([j for j, f in enumerate(names) if f not in _DERIVED], dtype=np.int64)
+    one_sided = np.array([_KIND[names[j]] in _ONE_SIDED for j in base], dtype=bool)
+    floor = np.array([_UNUSUAL[_KIND[names[j]]] for j in base], dtype=np.float64)
+    for a in (base, one_sided, floor):
+        a.setflags(write=False)
+    return base, one_sided, floor
+
+
 def _counterfactual(features, forest, X, scores, candidates, top, require_unusual):
     n, p = X.shape
-    names = features.feature_names_
-    base = np.array([j for j, f in enumerate(names) if f not in _DERIVED], dtype=np.int64)
+    base, one_sided, floor = _plan(tuple(features.feature_names_))
     k = int(min(candidates, len(base)))
     idx = np.full((n, top), -1, dtype=np.int64)
     drops = np.zeros((n, top))
@@ -106,13 +176,11 @@ def _counterfactual(features, forest, X, scores, candidates, top, require_unusua
     # take() copies the columns in one pass; fancy indexing on axis 1 is ~10x slower.
     Xb = X.take(base, axis=1)
     diff = Xb - features.neutral_[base]
-    one_sided = np.array([_KIND[names[j]] in _ONE_SIDED for j in base])
     diff = np.maximum(diff, np.where(one_sided, 0.0, -np.inf))  # one-sided: upper side
     dev = np.abs(diff) / features.spread_[base]
     if require_unusual:
         # A reason must also be unusual on its own terms (outside the typical range it
         # quotes), however much the forest happens to lean on it.
-        floor = np.array([_UNUSUAL[_KIND[names[j]]] for j in base])
         dev = np.where(np.abs(Xb) >= floor[None, :], dev, 0.0)
     # Rows with nothing unusual have no candidates, no extra forest pass and no reasons.
     some = np.flatnonzero((dev > 1e-9).any(axis=1))
@@ -339,28 +407,59 @@ def _sentences(name: str, high: np.ndarray, det, rows: np.ndarray) -> np.ndarray
 _FEW_ROWS = 64
 
 
-def reason_texts(features, X: np.ndarray, det: dict, idx: np.ndarray) -> list[list[str]]:
-    """Reason strings per row from the feature indices chosen by counterfactual."""
+def _codes_for(name: str) -> tuple[str, str]:
+    """(code if the value is above typical, code if below) of one feature's reason."""
+    if name.startswith(EXTRA_RARITY):
+        return "EXTRA_VALUE_RARE", "EXTRA_VALUE_RARE"
+    if name.startswith(EXTRA_Z):
+        return "EXTRA_VALUE_HIGH", "EXTRA_VALUE_LOW"
+    return REASON_CODES.get(name, (name.upper(), name.upper()))
+
+
+def reason_texts(features, X: np.ndarray, det: dict, idx: np.ndarray,
+                 full: np.ndarray | None = None) -> list[list[str]]:
+    """Reason strings per row from the feature indices chosen by counterfactual.
+
+    ``full`` (a boolean mask, default every row) says which rows get sentences
+    (``CODE: the numbers``); the others get the same codes alone, without building
+    their sentences.
+    """
     n, top = idx.shape
     names = features.feature_names_
     det = dict(det, X=X, names=names)
     neutral = features.neutral_
     out = np.empty((n, top), dtype=object)
-    for j in np.unique(idx[idx >= 0]):
+    # The slots of every feature from one stable sort (row-major order within a feature,
+    # as np.nonzero gives), not one full scan of idx per feature.
+    flat = idx.ravel()
+    order = np.argsort(flat, kind="stable")
+    feats, starts = np.unique(flat[order], return_index=True)
+    ends = np.append(starts[1:], len(order))
+    for j, a, b in zip(feats.tolist(), starts.tolist(), ends.tolist(), strict=True):
+        if j < 0:
+            continue
         name = names[j]
-        rows_k = np.nonzero(idx == j)
+        rows_k = np.divmod(order[a:b], top)
         rows = rows_k[0]
         high = X[rows, j] > neutral[j]
-        if name.startswith(EXTRA_RARITY):
-            hi_code = lo_code = "EXTRA_VALUE_RARE"
-        elif name.startswith(EXTRA_Z):
-            hi_code, lo_code = "EXTRA_VALUE_HIGH", "EXTRA_VALUE_LOW"
-        else:
-            hi_code, lo_code = REASON_CODES.get(name, (name.upper(), name.upper()))
-        # Two possible prefixes: one addition per row, not two.
-        prefix = np.where(high, hi_code + ": ", lo_code + ": ").astype(object)
-        out[rows_k] = prefix + _sentences(name, high, det, rows)
-    chosen = idx >= 0
+        hi_code, lo_code = _codes_for(name)
+        if full is None:
+            # Two possible prefixes: one addition per row, not two.
+            prefix = np.where(high, hi_code + ": ", lo_code + ": ").astype(object)
+            out[rows_k] = prefix + _sentences(name, high, det, rows)
+            continue
+        say = full[rows]
+        out[rows_k[0][~say], rows_k[1][~say]] = np.where(high[~say], hi_code, lo_code)
+        if say.any():
+            rows_s = rows[say]
+            prefix = np.where(high[say], hi_code + ": ", lo_code + ": ").astype(object)
+            out[rows_s, rows_k[1][say]] = prefix + _sentences(name, high[say], det, rows_s)
+    return _row_lists(out, idx >= 0)
+
+
+def _row_lists(out: np.ndarray, chosen: np.ndarray) -> list[list[str]]:
+    """Each row's texts (the non-empty slots of ``out``) as a list."""
+    n, top = out.shape
     result: list[list[str]] = [[] for _ in range(n)]
     if n > _FEW_ROWS and (chosen[:, 1:] <= chosen[:, :-1]).all():
         # The usual shape (reasons fill the first slots): rows with k reasons take their
@@ -386,12 +485,17 @@ class _Meanings(dict):
 FEATURE_MEANING = _Meanings({f.name: f.meaning for f in FEATURES})
 
 
-def soft_notes(det: dict, reasons: list[list[str]]) -> None:
-    """Append UNSEEN_* notes in place for codes and origins never seen in training."""
+def soft_notes(det: dict, reasons: list[list[str]], full: np.ndarray | None = None) -> None:
+    """Append UNSEEN_* notes in place for codes and origins never seen in training
+    (the code alone on rows that ``full`` does not mark)."""
     r = det["r"]
     hs_unseen = (r["hs"] < 0) & (det["hs_text"] != "")
     origin_unseen = (r["origin_country"] < 0) & (r["origin_country_raw"] != None)  # noqa: E711
     for i in np.flatnonzero(hs_unseen | origin_unseen).tolist():
+        if full is not None and not full[i]:
+            reasons[i].extend(c for c, u in (("UNSEEN_COMMODITY", hs_unseen[i]),
+                                             ("UNSEEN_ORIGIN", origin_unseen[i])) if u)
+            continue
         if hs_unseen[i]:
             reasons[i].append(f"UNSEEN_COMMODITY: hs {det['hs_text'][i]} never seen in training;"
                               " compared with its parent codes")

@@ -92,6 +92,9 @@ def _no_random(reasons):
 
 
 def test_score_one_equals_score(model, test_df, scored_test, record_of):
+    # score_one has no batch to take a top from: its default ("officer") is score()'s
+    # with explain_top=0 (sentences outside the green lane and on random picks).
+    scored_test = model.score(test_df, explain_top=0)
     ok = _non_parcel(test_df)
     rows = list(np.flatnonzero(ok)[:40])
     rows += list(np.flatnonzero(ok & (test_df["is_fraud"] == 1).to_numpy())[:20])
@@ -130,9 +133,9 @@ def test_score_one_equals_score_with_missing_optional_values(model, test_df, rec
     df.loc[0:3, "exporter_id"] = None
     df.loc[4:7, "dispatch_country"] = None
     df.loc[8:11, "description"] = None
-    res = model.score(df)
+    res = model.score(df, reasons="all")
     for i in range(len(df)):
-        one = model.score_one(record_of(df, i))
+        one = model.score_one(record_of(df, i), reasons="all")
         assert one["anomaly_score"] == res["anomaly_score"].iloc[i], i
         assert _no_random(one["reasons"]) == _no_random(res["reasons"].iloc[i]), i
         assert not any("?" in r for r in res["reasons"].iloc[i]), res["reasons"].iloc[i]
@@ -264,8 +267,10 @@ def test_random_selection_share_and_determinism():
 def test_random_selection_independent_of_chunking(model, test_df):
     valid = validate(test_df).valid
     ctx = DeclarationFeatures.burst_context(valid)
-    whole = model.score_valid(valid, ctx)
-    parts = pd.concat([model.score_valid(valid.iloc[i:i + 1000], ctx)
+    # "all": score_valid's officer top is its own batch's (score_file makes it the
+    # file's; tests/test_reasons_modes.py checks that whatever the chunking).
+    whole = model.score_valid(valid, ctx, reasons="all")
+    parts = pd.concat([model.score_valid(valid.iloc[i:i + 1000], ctx, reasons="all")
                        for i in range(0, len(valid), 1000)])
     np.testing.assert_array_equal(whole["random_selected"].to_numpy(),
                                   parts["random_selected"].to_numpy())

@@ -58,10 +58,16 @@ def test_labelled_model_adds_outcome_scores_and_ranks_by_risk(labelled_model, da
 
 def test_history_reasons_name_the_history(labelled_model, data):
     _, test = data
-    out = labelled_model.score(test)
+    out = labelled_model.score(test, reasons="all")
     hist = [r for rs in out["reasons"] for r in rs if r.startswith("RISK_HISTORY_")]
     assert hist, "no risk-profile reason in 5,000 declarations"
     assert all(" inspected declarations " in r and "overall" in r for r in hist)
+    # The default gives the green rows outside the top their codes alone, history too.
+    officer = labelled_model.score(test, explain_top=0)
+    green = (officer["lane"] == "green") & ~officer["random_selected"]
+    assert [list(rs) for rs in officer["reasons"][green]] == \
+        [[r.split(":")[0] for r in rs] for rs in out["reasons"][green]]
+    assert any(r.startswith("RISK_HISTORY_") for rs in officer["reasons"][green] for r in rs)
     assert all(len([r for r in rs if not r.startswith(("UNSEEN_", "RANDOM_"))]) <= 3
                for rs in out["reasons"])
 

@@ -91,7 +91,8 @@ def _original_rows(model, d, name):
     return d
 
 
-def test_reason_format_and_limit(scored_test):
+def test_reason_format_and_limit(model, test_df):
+    scored_test = model.score(test_df, reasons="all")  # sentences on every row
     n_with = 0
     for reasons in scored_test["reasons"]:
         assert isinstance(reasons, list)
@@ -106,6 +107,10 @@ def test_reason_format_and_limit(scored_test):
             assert m.group(1) in CODES | NOTE_CODES | {"RANDOM_SELECTION", "REJECTED"}, r
         n_with += bool(reasons)
     assert n_with > 0.1 * len(scored_test)
+    # Codes only: the same codes, nothing after them.
+    codes = model.score(test_df, reasons="codes")["reasons"]
+    assert [[r.split(":")[0] for r in rs] for rs in scored_test["reasons"]] == \
+        [list(rs) for rs in codes]
 
 
 def test_flagged_rows_have_reasons(scored_test):

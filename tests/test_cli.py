@@ -47,7 +47,7 @@ def dirty_input(small_model, tmp_path_factory):
     """The test file as CSV with three broken rows planted."""
     df = pd.read_parquet(small_model["test"])
     df.loc[3, "net_mass_kg"] = -1.0
-    df.loc[10, "origin_country"] = "ZZ"
+    df.loc[10, "origin_country"] = "Z1"
     df.loc[11, "declaration_id"] = df.loc[12, "declaration_id"]  # duplicate id
     p = tmp_path_factory.mktemp("dirty") / "dirty.csv"
     df.to_csv(p, index=False)

@@ -57,7 +57,7 @@ def data(tmp_path_factory):
     test = test.astype({"net_mass_kg": object, "hs_code": object})
     test.loc[5, "net_mass_kg"] = "abc"
     test.loc[7, "hs_code"] = "12"
-    test.loc[2500, "origin_country"] = "ZZ"
+    test.loc[2500, "origin_country"] = "Z1"
     ids = test["declaration_id"].to_numpy(dtype=object)
     test.loc[4000, "declaration_id"] = ids[10]  # duplicate in another file
     test.loc[4001, "declaration_id"] = ids[10]  # ... twice, and with another problem

@@ -377,12 +377,15 @@ def report(model, scored, labels, top, output, columns, encoding, force):
 @click.option("--budget", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.10, show_default=True, help="Share of each period inspected.")
 @click.option("--random", "random_share", type=float, default=0.01, show_default=True,
-              callback=_share("--random"), help="Part of the budget selected at random.")
+              callback=_share("--random"),
+              help="Part of each period's budget selected at random, in [0, 1).")
 @click.option("--strategy", "strategies", multiple=True,
               type=click.Choice(["hybrid", "forest", "outcomes", "random"]),
               help="Repeat for several; default hybrid.")
-@click.option("--trees", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--trees", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Trees in each period's isolation forest (>= 1).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the forests and the random selections (any integer).")
 @click.option("-o", "--output", "output_dir", required=True, type=click.Path(file_okay=False),
               help="OUTDIR for decisions.csv, periods.csv, summary.json and the plot.")
 @_columns

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import verdict
 from .errors import InputError, SchemaError
 from .io import (
     _NA_TOKENS,
@@ -58,7 +59,7 @@ from .io import (
     _real_encoding,
     read_header,
 )
-from .model import OUTPUT_COLUMNS, DeclarationModel
+from .model import MANUAL_LANE, OUTPUT_COLUMNS, DeclarationModel
 from .reasons import DEFAULT_EXPLAIN_TOP, as_codes, check_reasons_mode, explained_rows
 from .validate import REJECT_COLUMNS, _text, summarise_rejects, validate
 
@@ -384,16 +385,21 @@ def _score_partition(df: pd.DataFrame, model: DeclarationModel, context: pd.Seri
     if len(rejects):
         _write_parquet(rejects[list(REJECT_COLUMNS)], w / f"rejects.{i:05d}.parquet",
                        _reject_schema())
-    if len(valid):
-        scored = model.score_valid(valid, context, reasons=reasons, explain_top=explain_top)
-        cols = model.output_columns
-        spill = scored[[c for c in cols if c != "rank"]].reset_index(drop=True)
-        _write_parquet(spill, w / f"spill.{i:05d}.parquet", _spill_schema(cols))
-        # The score that ranks: risk_score for a model trained with outcomes.
-        scores = scored[model.rank_column].to_numpy(dtype="float64")
-    else:
-        scores = np.zeros(0)
-    return pd.DataFrame({"anomaly_score": scores})
+    scored = model.score_valid(valid, context, reasons=reasons, explain_top=explain_top) \
+        if len(valid) else None
+    if len(rejects):
+        # As the local engine: every input row has a verdict in the output, the rejected
+        # ones in lane "manual" at their place in the input (no score, no rank).
+        manual = model.manual_rows(rejects)
+        scored = manual if scored is None else pd.concat([scored, manual]).sort_index(
+            kind="stable")
+    if scored is None:
+        return pd.DataFrame({"anomaly_score": np.zeros(0)})
+    cols = model.output_columns
+    spill = scored[[c for c in cols if c != "rank"]].reset_index(drop=True)
+    _write_parquet(spill, w / f"spill.{i:05d}.parquet", _spill_schema(cols))
+    # The score that ranks: risk_score for a model trained with outcomes (NaN: manual).
+    return pd.DataFrame({"anomaly_score": scored[model.rank_column].to_numpy(dtype="float64")})
 
 
 def _finish_partition(i: int, work: str, out_dir: str, rank: np.ndarray,
@@ -402,7 +408,9 @@ def _finish_partition(i: int, work: str, out_dir: str, rank: np.ndarray,
     import pyarrow.parquet as pq
 
     df = pq.read_table(Path(work) / f"spill.{i:05d}.parquet").to_pandas()
-    df["rank"] = rank
+    manual = (df["lane"] == MANUAL_LANE).to_numpy()
+    df["rank"] = pd.arrays.IntegerArray(np.asarray(rank, dtype=np.int64), manual) \
+        if manual.any() else rank
     if reasons == "officer":
         # Rows with sentences for the partition's top but outside the dataset's get
         # their codes (the same rows score_valid chose, from the same columns).
@@ -572,9 +580,7 @@ def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, co
                         for d in dask.compute(*parts)]
             counts = np.array([len(s) for s in per_part], dtype=np.int64)
             s = np.concatenate(per_part) if len(per_part) else np.zeros(0)
-            order = np.argsort(-s, kind="stable")
-            rank = np.empty(len(s), dtype=np.int64)
-            rank[order] = np.arange(1, len(s) + 1)
+            rank = verdict.rank(s)  # manual rows (NaN) last, masked when written
             starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
             todo = [i for i in range(len(pieces)) if counts[i]]
             stats = dask.compute(*[
@@ -582,8 +588,9 @@ def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, co
                     i, str(work), str(tmp_out), rank[starts[i]:starts[i + 1]],
                     tuple(model.output_columns), reasons, int(explain_top))
                 for i in todo])
-        n_scored = int(len(s))
-        if n_scored == 0:
+        n_out = int(len(s))
+        n_scored = int(np.count_nonzero(~np.isnan(s)))
+        if n_out == 0:
             cols = model.output_columns
             _write_parquet(pd.DataFrame({c: pd.Series([], dtype="object") for c in cols}),
                            tmp_out / _part_name(0), _output_schema(cols))
@@ -602,9 +609,9 @@ def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, co
                     w.write(r)
             if n_rejected == 0:
                 w.write(pd.DataFrame({c: pd.Series([], dtype="str") for c in REJECT_COLUMNS}))
-        if total != n_scored + n_rejected:  # the product's core promise; never silent
-            raise RuntimeError(f"internal error: {total} rows in but {n_scored} scored + "
-                               f"{n_rejected} rejected")
+        if total != n_out or n_out != n_scored + n_rejected:  # the core promise; never silent
+            raise RuntimeError(f"internal error: {total} rows in but {n_out} rows out "
+                               f"({n_scored} scored + {n_rejected} rejected)")
         _replace_dir(tmp_out, out, force)
     except BaseException:
         shutil.rmtree(tmp_out, ignore_errors=True)

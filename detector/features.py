@@ -663,6 +663,11 @@ class DeclarationFeatures:
             else:
                 r[c] = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(
                     dtype=float, na_value=np.nan)
+        # A net mass of 0 (goods declared by unit) is legal but says nothing about mass:
+        # it is a missing mass for every mass-based ratio (neutral), and a note says so.
+        r["net_mass_zero"] = r["net_mass_kg"] == 0
+        if r["net_mass_zero"].any():
+            r["net_mass_kg"] = np.where(r["net_mass_zero"], np.nan, r["net_mass_kg"])
         for c in (*self.extra_categorical, *self.extra_numeric):
             present = (c in data) if single else (c in data.columns)
             if not present:
@@ -877,6 +882,10 @@ class DeclarationFeatures:
             self.__dict__.pop(stale, None)
         t.update(self.vocabularies(df) if vocabs is None else vocabs)
         r = self._rows(df)
+        # The training dates, for the note on a declaration dated far outside them.
+        days = r["day"][r["day"] != -1]
+        if len(days):
+            t["day_range"] = np.array([days.min(), days.max()], dtype=np.int64)
         extra_cats = tuple(f"x:{c}" for c in self.extra_categorical)
         for lvl in LEVELS:
             t[f"cnt|{lvl}|key"], t[f"cnt|{lvl}|n"] = _count_table(r[lvl])
@@ -1480,4 +1489,5 @@ class DeclarationFeatures:
                           else np.full(n, "", dtype=object))
         det["hs_text"] = np.where(hs_u >= 0, det["hs_text"], "")
         det["r"] = r
+        det["day_range"] = self.tables_.get("day_range")
         return X, det

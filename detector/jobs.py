@@ -23,7 +23,7 @@ import pandas as pd
 
 from .errors import InputError, SchemaError
 from .io import LIST_SEPARATOR, AtomicWriter, _read_ahead, csv_table, iter_tables, read_table
-from .model import DeclarationModel, load_model
+from .model import MANUAL_LANE, DeclarationModel, cap_first_lane, load_model, parse_capacity
 from .reasons import DEFAULT_EXPLAIN_TOP, as_codes, check_reasons_mode, explained_rows
 from .schema import load_column_mapping
 from .validate import IdTracker, summarise_rejects, validate
@@ -135,15 +135,24 @@ class _Part(NamedTuple):
 
 
 def _score_part(model: DeclarationModel, valid: pd.DataFrame, context,
-                spill_columns: list[str] | None, reasons: str = "officer",
-                explain_top: int = DEFAULT_EXPLAIN_TOP) -> _Part:
-    scored = model.score_valid(valid, context, reasons=reasons, explain_top=explain_top)
-    by_top = np.zeros(0, dtype=np.int64)
-    if reasons == "officer":
+                spill_columns: list[str] | None, rejects: pd.DataFrame | None = None,
+                reasons: str = "officer", explain_top: int = DEFAULT_EXPLAIN_TOP) -> _Part:
+    scored = model.score_valid(valid, context, reasons=reasons, explain_top=explain_top) \
+        if len(valid) else None
+    top_ids = np.zeros(0, dtype=np.int64)
+    if reasons == "officer" and scored is not None:
         _, top_mask = explained_rows(reasons, (scored["lane"] == "green").to_numpy(),
                                      scored["random_selected"].to_numpy(),
                                      scored[model.rank_column].to_numpy(), explain_top)
-        by_top = np.flatnonzero(top_mask)
+        top_ids = scored.index.to_numpy()[top_mask]
+    if rejects is not None and len(rejects):
+        # Every input row has one verdict in the scored file: the rejected ones in lane
+        # "manual", at their place in the input (the rejects file keeps the details).
+        manual = model.manual_rows(rejects)
+        scored = manual if scored is None else pd.concat([scored, manual]).sort_index(
+            kind="stable")
+    # Positions in the part as written (scored and manual rows, in input order).
+    by_top = scored.index.get_indexer(top_ids).astype(np.int64)
     texts = scored["reasons"].to_numpy()
     by_top_codes = [as_codes(texts[i]) for i in by_top.tolist()]
     if spill_columns is None:
@@ -171,9 +180,9 @@ def _worker_init(model_state: bytes, context, spill_columns, reasons="officer",
     _WORKER["reasons"] = (reasons, explain_top)
 
 
-def _worker_score(valid: pd.DataFrame) -> _Part:
+def _worker_score(valid: pd.DataFrame, rejects: pd.DataFrame | None = None) -> _Part:
     return _score_part(_WORKER["model"], valid, _WORKER["context"], _WORKER["spill_columns"],
-                       *_WORKER["reasons"])
+                       rejects, *_WORKER["reasons"])
 
 
 # Inputs from this size on (about 5,000 declarations) load the compiled kernels at start.
@@ -228,9 +237,11 @@ class _CsvSpill:
             self._sink.close()
             self._writer = None
 
-    def tables(self, rank: np.ndarray, recode: dict | None = None):
-        """The spilled tables in order, each with its slice of ``rank`` inserted and the
-        reasons of the rows in ``recode`` (scored position -> codes) replaced."""
+    def tables(self, rank: np.ndarray, recode: dict | None = None,
+               manual: np.ndarray | None = None, lanes: np.ndarray | None = None):
+        """The spilled tables in order, each with its slice of ``rank`` inserted (empty
+        where ``manual``), the reasons of the rows in ``recode`` (position -> codes)
+        replaced and, when given, its slice of ``lanes`` in place of its own."""
         import pyarrow as pa
 
         start = 0
@@ -238,16 +249,22 @@ class _CsvSpill:
         with pa.OSFile(str(self.path), "rb") as src:
             for batch in pa.ipc.open_stream(src):
                 n = batch.num_rows
-                table = pa.Table.from_batches([batch]).add_column(
-                    self.rank_at, "rank", pa.array(rank[start:start + n]))
-                mine = cuts[(cuts >= start) & (cuts < start + n)]
+                stop = start + n
+                table = pa.Table.from_batches([batch])
+                if lanes is not None:
+                    at = table.schema.get_field_index("lane")
+                    table = table.set_column(at, "lane", pa.array(lanes[start:stop],
+                                                                  type=pa.string()))
+                table = table.add_column(self.rank_at, "rank", pa.array(
+                    rank[start:stop], mask=None if manual is None else manual[start:stop]))
+                mine = cuts[(cuts >= start) & (cuts < stop)]
                 if len(mine):  # a few rows of a few chunks at most (see _Part.by_top)
                     at = table.schema.get_field_index("reasons")
                     cells = table.column(at).to_pylist()
                     for pos in mine.tolist():
                         cells[pos - start] = LIST_SEPARATOR.join(recode[pos])
                     table = table.set_column(at, "reasons", pa.array(cells, pa.string()))
-                start += n
+                start = stop
                 yield table
 
 
@@ -323,7 +340,8 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                chunk_rows: int = _CHUNK_ROWS, force: bool = False, encoding: str = "utf-8",
                progress: Progress = None, on_total: Callable[[int], None] | None = None,
                workers: int = 1, threads: int | None = None, reasons: str = "officer",
-               explain_top: int = DEFAULT_EXPLAIN_TOP) -> dict:
+               explain_top: int = DEFAULT_EXPLAIN_TOP,
+               capacity: int | str | None = None) -> dict:
     """Score a file in chunks with bounded memory; every row is scored or rejected.
 
     Pass 1 reads three columns for whole-file facts (parcel bursts, row count). Pass 2
@@ -336,6 +354,9 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     streams the results, with their rank, to the output. Outputs appear only complete,
     and are the same whatever the number of threads or workers. ``reasons`` and
     ``explain_top``: see :meth:`DeclarationModel.score_valid`; the top is the file's.
+    Rejected rows are in the output too (lane "manual", no score, no rank). ``capacity``
+    (rows, or "2%" of the scored rows) caps the first lane in the rank pass, where the
+    whole ranking is known.
     """
     started = time.time()
     check_reasons_mode(reasons, explain_top)
@@ -361,7 +382,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     threads = _default_threads() if threads is None else int(threads)
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    rows_in = n_scored = n_rejected = 0
+    rows_in = n_out = n_rejected = 0
     scores: list[np.ndarray] = []
     tracker = IdTracker()
     rejects_frames: list[pd.DataFrame] = []
@@ -426,7 +447,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
             pending: deque = deque()
 
             def drain(keep: int) -> None:
-                nonlocal n_scored, flagged, random_selected
+                nonlocal n_out, flagged, random_selected
                 while len(pending) > keep:
                     fut, n_chunk = pending.popleft()
                     part = fut.result() if pool is not None and fut is not None else fut
@@ -446,9 +467,9 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                                                    dtype=np.int8)[codes])
                         for pos, c in zip(part.by_top.tolist(), part.by_top_codes,
                                           strict=True):
-                            by_top[n_scored + pos] = c
+                            by_top[n_out + pos] = c
                         scores.append(part.scores)
-                        n_scored += len(part.scores)
+                        n_out += len(part.scores)
                     if progress is not None:
                         progress(n_chunk)
 
@@ -458,58 +479,78 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                     rej_w.write(res.rejects)
                     rejects_frames.append(res.rejects.head(1000))
                     n_rejected += len(res.rejects)
-                if not len(res.valid):
+                rej = res.rejects if len(res.rejects) else None
+                if not n_chunk:
                     pending.append((None, n_chunk))
                 elif pool is None:
                     pending.append((_score_part(model, res.valid, context, spill_columns,
-                                                reasons, explain_top), n_chunk))
+                                                rej, reasons, explain_top), n_chunk))
                 elif workers > 1:
-                    pending.append((pool.submit(_worker_score, res.valid), n_chunk))
+                    pending.append((pool.submit(_worker_score, res.valid, rej), n_chunk))
                 else:
                     pending.append((pool.submit(_score_part, model, res.valid, context,
-                                                spill_columns, reasons, explain_top), n_chunk))
+                                                spill_columns, rej, reasons, explain_top),
+                                    n_chunk))
                 # Bounded memory: a few chunks in flight (see in_flight), one read ahead.
                 drain(keep=in_flight)
             drain(keep=0)
             if n_rejected == 0:
                 rej_w.write(pd.DataFrame({c: pd.Series([], dtype="str") for c in
                                           ("row_number", "declaration_id", "column", "reason")}))
-        if rows_in != n_scored + n_rejected:  # the product's core promise; never silent
-            raise RuntimeError(f"internal error: {rows_in} rows in but {n_scored} scored + "
-                               f"{n_rejected} rejected")
+        n_scored = n_out - n_rejected
+        if rows_in != n_out:  # the product's core promise; never silent
+            raise RuntimeError(f"internal error: {rows_in} rows in but {n_out} rows out "
+                               f"({n_scored} scored + {n_rejected} rejected)")
         s = np.concatenate(scores) if scores else np.zeros(0)
         scores.clear()  # the per-chunk copies: the largest input's peak is here
+        manual = np.isnan(s) if n_rejected else None
         np.negative(s, out=s)  # descending order without a negated copy
-        order = np.argsort(s, kind="stable")
+        order = np.argsort(s, kind="stable")  # NaN (manual rows) last: ranks after all
         del s
         rank = np.empty(len(order), dtype=np.int64)
         rank[order] = np.arange(1, len(order) + 1)
         del order
         # Rows that had sentences for their chunk's top but are outside the file's.
         recode = {p: c for p, c in by_top.items() if rank[p] > explain_top}
+        lane_all = np.concatenate(lane_codes) if lane_codes else np.zeros(0, dtype=np.int8)
+        cap = None
+        if capacity is not None:
+            limit = parse_capacity(capacity, n_scored)
+            first = next(iter(model.lane_thresholds_), "red")
+            lane_all, moved, after = cap_first_lane(lane_all, lane_names, rank, first, limit)
+            cap = {"lane": first, "limit": limit, "moved": moved, "moved_to": after}
+        # Only a cap that moved rows rewrites the lane column of the spill.
+        new_lanes = np.asarray(lane_names, dtype=object)[lane_all] if cap and cap["moved"] \
+            else None
         if csv_spill is not None:
             csv_spill.close()
         with out_w as w:
-            if n_scored and csv_spill is not None:
+            if n_out and csv_spill is not None:
                 # Encoded in threads, written in order: the same bytes as one by one.
-                w.write_csv_tables(csv_spill.tables(rank, recode), threads=threads)
-            elif n_scored:
+                w.write_csv_tables(csv_spill.tables(rank, recode, manual, new_lanes),
+                                   threads=threads)
+            elif n_out:
                 import pyarrow.parquet as pq
 
                 start = 0
                 for batch in pq.ParquetFile(spill).iter_batches(batch_size=chunk_rows):
                     df = batch.to_pandas()
-                    df["rank"] = rank[start:start + len(df)]
-                    for p in [p for p in recode if start <= p < start + len(df)]:
+                    stop = start + len(df)
+                    # Manual rows have no rank: a masked (nullable) integer.
+                    df["rank"] = rank[start:stop] if manual is None else pd.arrays.IntegerArray(
+                        rank[start:stop], manual[start:stop].copy())
+                    if new_lanes is not None:
+                        df["lane"] = pd.array(new_lanes[start:stop], dtype="str")
+                    for p in [p for p in recode if start <= p < stop]:
                         df.at[p - start, "reasons"] = recode[p]
-                    start += len(df)
+                    start = stop
                     w.write(df[list(model.output_columns)])
             else:
                 w.write(pd.DataFrame({c: pd.Series([], dtype="str") for c in
                                       model.output_columns}))
         lanes: dict[str, int] = {}  # the same for every output format
-        if lane_codes:
-            _lane_counts(lanes, np.concatenate(lane_codes), lane_names, chunk_rows)
+        if len(lane_all):
+            _lane_counts(lanes, lane_all, lane_names, chunk_rows)
         rej_w.__exit__(None, None, None)
     except BaseException as exc:
         rej_w.__exit__(type(exc), exc, exc.__traceback__)
@@ -526,9 +567,12 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     summary = {"input": str(input), "output": str(out_path), "rejects": str(rej_path),
                "rows": rows_in, "scored": n_scored, "rejected": n_rejected,
                "flagged": flagged, "random_selected": random_selected, "lanes": lanes,
+               "manual": int(lanes.get(MANUAL_LANE, 0)),
                "workers": int(workers), "threads": threads if int(workers) == 1 else 1,
                "seconds": round(seconds, 3),
                "rows_per_second": round(rows_in / seconds) if seconds > 0 else None}
+    if cap is not None:
+        summary["capacity"] = cap
     if rejects_frames:
         summary["rejects_summary"] = summarise_rejects(pd.concat(rejects_frames))
     return summary

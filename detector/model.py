@@ -37,11 +37,65 @@ from .reasons import (
 from .schema import ColumnMapping, apply_column_mapping
 from .validate import validate
 
-__all__ = ["DeclarationModel", "train", "load_model", "parse_lanes", "OUTPUT_COLUMNS"]
+__all__ = ["DeclarationModel", "train", "load_model", "parse_lanes", "parse_capacity",
+           "cap_first_lane", "OUTPUT_COLUMNS", "MANUAL_LANE", "MIN_TRAINING_ROWS"]
 
 OUTPUT_COLUMNS = ("declaration_id", "anomaly_score", "rank", "flagged", "lane",
                   "random_selected", "reasons")
 _LANE_ORDER = ("red", "yellow", "orange", "blue")
+# The lane of a row that cannot be read (no id, a number that is not a number, a malformed
+# code): it has no score, and an officer looks at it by hand.
+MANUAL_LANE = "manual"
+# Fewer valid rows than this cannot give references or a forest worth scoring with (the
+# default commodity references alone want 30 rows a code): training stops and says so.
+MIN_TRAINING_ROWS = 100
+
+
+def parse_capacity(capacity: int | float | str | None, n_rows: int) -> int | None:
+    """How many rows the first (red) lane may hold: ``250`` rows or ``"2%"`` of ``n_rows``
+    (rounded down); ``None`` for no cap."""
+    if capacity is None:
+        return None
+    text = str(capacity).strip()
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1])
+            if not 0.0 <= share <= 100.0:
+                raise ValueError
+            return int(np.floor(share / 100.0 * n_rows + 1e-9))
+        value = float(text)
+        if value < 0 or value != int(value):
+            raise ValueError
+        return int(value)
+    except ValueError:
+        raise ValueError(f"capacity must be a whole number of rows >= 0 or a percentage like "
+                         f"'2%', got {capacity!r}") from None
+
+
+def cap_first_lane(codes: np.ndarray, names: list[str], rank: np.ndarray, first: str,
+                   limit: int | None) -> tuple[np.ndarray, int, str]:
+    """Keep the ``limit`` best-ranked rows of lane ``first``; the rest go to the next lane.
+
+    ``codes`` index ``names`` (extended in place with the next lane if absent); ``rank``
+    is 1 = most suspicious, a stable order, so ties at the cut are decided by it. Returns
+    (new codes, rows moved, the lane they went to).
+    """
+    lanes = [n for n in names if n not in ("green", MANUAL_LANE)]
+    order = [*(n for n in _LANE_ORDER if n in lanes), *(n for n in lanes if n not in _LANE_ORDER)]
+    after = order[order.index(first) + 1] if first in order and \
+        order.index(first) + 1 < len(order) else "green"
+    if limit is None or first not in names:
+        return codes, 0, after
+    in_first = np.flatnonzero(codes == names.index(first))
+    if len(in_first) <= limit:
+        return codes, 0, after
+    if after not in names:
+        names.append(after)
+    keep = in_first[np.argsort(rank[in_first], kind="stable")]
+    moved = keep[limit:]
+    codes = codes.copy()
+    codes[moved] = names.index(after)
+    return codes, int(len(moved)), after
 
 
 def parse_lanes(text: str | Mapping[str, float] | None, budget: float) -> dict[str, float]:
@@ -153,7 +207,8 @@ class DeclarationModel:
             raise ValueError(f"n_estimators must be >= 1, got {self.n_estimators!r}")
 
     def fit(self, df: pd.DataFrame, *, validated: bool = False, labels: str | None = None,
-            revenue: str | None = None, _whole: dict | None = None) -> DeclarationModel:
+            revenue: str | None = None, _whole: dict | None = None,
+            min_training_rows: int = MIN_TRAINING_ROWS) -> DeclarationModel:
         """Validate, learn references, fit the forest and set the budget thresholds.
 
         With ``labels`` (the name of a 0/1 outcome column, e.g. "is_fraud") the model also
@@ -174,9 +229,9 @@ class DeclarationModel:
         else:
             res = validate(df)
             valid, n_rejected = res.valid, len(res.rejects)
-        if len(valid) < 2:
-            raise SchemaError(f"training needs at least 2 valid declarations, got {len(valid)} "
-                              f"({n_rejected} rejected)")
+        if len(valid) < int(min_training_rows):
+            raise SchemaError(f"training needs at least {int(min_training_rows)} valid "
+                              f"declarations, got {len(valid)} ({n_rejected} rejected)")
         features = DeclarationFeatures(min_rows=self.min_rows,
                                        extra_categorical=tuple(self.extra_categorical),
                                        extra_numeric=tuple(self.extra_numeric))
@@ -359,14 +414,36 @@ class DeclarationModel:
                     *OUTPUT_COLUMNS[2:])
         return OUTPUT_COLUMNS
 
+    def manual_rows(self, rejects: pd.DataFrame) -> pd.DataFrame:
+        """Rejected rows as scored rows of lane ``manual``: no score, not flagged, the
+        reject reason as their reason; indexed by input position (``row_number - 1``)."""
+        n = len(rejects)
+        cols = self.output_columns
+        nan = np.full(n, np.nan)
+        out = {"declaration_id": rejects["declaration_id"].astype("str").to_numpy(dtype=object)}
+        for c in cols[1:cols.index("rank")]:
+            out[c] = nan
+        out.update({
+            "flagged": np.zeros(n, dtype=bool),
+            "lane": pd.array(np.full(n, MANUAL_LANE, dtype=object), dtype="str"),
+            "random_selected": np.zeros(n, dtype=bool),
+            "reasons": [[f"REJECTED ({c}): {why}"] for c, why in
+                        zip(rejects["column"], rejects["reason"], strict=True)],
+        })
+        return pd.DataFrame(out, index=pd.Index(
+            rejects["row_number"].to_numpy(dtype=np.int64) - 1))
+
     def score(self, df: pd.DataFrame, columns: ColumnMapping | Mapping | None = None,
-              reasons: str = "officer", explain_top: int = DEFAULT_EXPLAIN_TOP
-              ) -> pd.DataFrame:
+              reasons: str = "officer", explain_top: int = DEFAULT_EXPLAIN_TOP,
+              capacity: int | str | None = None) -> pd.DataFrame:
         """Score a frame: one output row per input row, in input order.
 
         Rows that fail validation are not dropped: they come out with ``status``
-        "rejected", no score, lane "rejected" and the reason in ``reasons``.
+        "rejected", no score, lane "manual" and the reason in ``reasons``.
         ``reasons`` / ``explain_top``: see :meth:`score_valid` (the top is the frame's).
+        ``capacity`` (rows, or "2%" of the scored rows) caps the first lane to its
+        best-ranked rows; the rest go to the next lane (``out.attrs["capacity"]`` says how
+        many).
         """
         self._check_fitted()
         check_reasons_mode(reasons, explain_top)
@@ -374,6 +451,7 @@ class DeclarationModel:
             df = apply_column_mapping(df, columns)
         df = df.reset_index(drop=True)
         res = validate(df)
+        limit = parse_capacity(capacity, len(res.valid))
         scored = self.score_valid(res.valid, reasons=reasons, explain_top=explain_top)
         out = pd.DataFrame(index=df.index)
         ids = df["declaration_id"] if "declaration_id" in df.columns else pd.Series(
@@ -392,8 +470,18 @@ class DeclarationModel:
         out.loc[np.isnan(s), "rank"] = pd.NA
         out["flagged"] = False
         out.loc[scored.index, "flagged"] = scored["flagged"].to_numpy()
-        out["lane"] = "rejected"
+        out["lane"] = MANUAL_LANE
         out.loc[scored.index, "lane"] = scored["lane"].to_numpy()
+        if limit is not None:
+            names = list(pd.unique(out["lane"].to_numpy(dtype=object)))
+            codes = np.array([names.index(x) for x in out["lane"].to_numpy(dtype=object)],
+                             dtype=np.intp)
+            first = next(iter(self.lane_thresholds_), "red")
+            r = out["rank"].to_numpy(dtype="float64", na_value=np.inf)
+            codes, moved, after = cap_first_lane(codes, names, r, first, limit)
+            out["lane"] = pd.array(np.asarray(names, dtype=object)[codes], dtype="str")
+            out.attrs["capacity"] = {"lane": first, "limit": limit, "moved": moved,
+                                     "moved_to": after}
         out["random_selected"] = False
         out.loc[scored.index, "random_selected"] = scored["random_selected"].to_numpy()
         reasons = [[] for _ in range(len(df))]
@@ -403,7 +491,9 @@ class DeclarationModel:
         for rn, col, why in zip(rej["row_number"], rej["column"], rej["reason"], strict=True):
             reasons[int(rn) - 1] = [f"REJECTED ({col}): {why}"]
         out["reasons"] = reasons
-        out["status"] = np.where(out["lane"] == "rejected", "rejected", "scored")
+        status = np.full(len(df), "scored", dtype=object)
+        status[rej["row_number"].to_numpy(dtype=np.int64) - 1] = "rejected"
+        out["status"] = status
         return out
 
     def score_one(self, record: Mapping[str, Any], context: dict | None = None,
@@ -425,12 +515,12 @@ class DeclarationModel:
         did = clean.get("declaration_id")
         if problems:
             return {"declaration_id": did, "anomaly_score": None, "flagged": False,
-                    "lane": "rejected", "random_selected": False, "status": "rejected",
+                    "lane": MANUAL_LANE, "random_selected": False, "status": "rejected",
                     "reasons": [f"REJECTED ({c}): {why}" for c, why in problems]}
         missing = [c for c in (*self.extra_categorical, *self.extra_numeric) if c not in record]
         if missing:
             return {"declaration_id": did, "anomaly_score": None, "flagged": False,
-                    "lane": "rejected", "random_selected": False, "status": "rejected",
+                    "lane": MANUAL_LANE, "random_selected": False, "status": "rejected",
                     "reasons": [f"REJECTED ({c}): column {c!r} is required by this model "
                                 "(an extra column at training)" for c in missing]}
         clean.update({c: record[c] for c in (*self.extra_categorical, *self.extra_numeric)})

@@ -17,10 +17,11 @@ import functools
 import numpy as np
 
 from .features import _DERIVED_FROM, EXTRA_RARITY, EXTRA_Z, FEATURES, feature_spec
+from .schema import UNKNOWN_COUNTRY
 
 __all__ = ["counterfactual_reasons", "reason_texts", "soft_notes", "MIN_DROP", "REASON_CODES",
            "NOTE_CODES", "REASON_MODES", "DEFAULT_EXPLAIN_TOP", "check_reasons_mode",
-           "explained_rows", "as_codes", "RANDOM_CODE"]
+           "explained_rows", "as_codes", "RANDOM_CODE", "DATE_MARGIN_DAYS"]
 
 # What a scored row carries (see README, "Reasons"):
 #   "all"     the full sentence of every reason, on every row (the pre-1.x behaviour);
@@ -110,7 +111,11 @@ REASON_CODES: dict[str, tuple[str, str]] = {  # feature -> (code if high, code i
 # Notes say that a declaration carries something training never saw: it is scored (an
 # unseen category is information, not an error) and the officer is told, whatever its
 # score. They come after the (at most 3) reasons.
-NOTE_CODES = frozenset({"UNSEEN_COMMODITY", "UNSEEN_ORIGIN"})
+NOTE_CODES = frozenset({"UNSEEN_COMMODITY", "UNSEEN_ORIGIN", "NET_MASS_ZERO", "VALUE_ZERO",
+                        "ORIGIN_UNKNOWN", "DISPATCH_UNKNOWN", "DATE_OUTSIDE_TRAINING"})
+# A declaration dated more than this many days before the first or after the last training
+# date is noted: the references describe another period.
+DATE_MARGIN_DAYS = 365
 _DERIVED = frozenset(_DERIVED_FROM)
 class _Kinds(dict):
     def __missing__(self, name):  # extra agency columns get their kind from their prefix
@@ -434,7 +439,7 @@ def reason_texts(features, X: np.ndarray, det: dict, idx: np.ndarray,
     flat = idx.ravel()
     order = np.argsort(flat, kind="stable")
     feats, starts = np.unique(flat[order], return_index=True)
-    ends = np.append(starts[1:], len(order))
+    ends = np.append(starts[1:], len(order)) if len(starts) else starts  # no rows
     for j, a, b in zip(feats.tolist(), starts.tolist(), ends.tolist(), strict=True):
         if j < 0:
             continue
@@ -486,11 +491,15 @@ FEATURE_MEANING = _Meanings({f.name: f.meaning for f in FEATURES})
 
 
 def soft_notes(det: dict, reasons: list[list[str]], full: np.ndarray | None = None) -> None:
-    """Append UNSEEN_* notes in place for codes and origins never seen in training
+    """Append notes in place: codes and origins never seen in training (UNSEEN_*), and
+    legal but suspicious values that were scored as missing or as their own category
     (the code alone on rows that ``full`` does not mark)."""
     r = det["r"]
     hs_unseen = (r["hs"] < 0) & (det["hs_text"] != "")
-    origin_unseen = (r["origin_country"] < 0) & (r["origin_country_raw"] != None)  # noqa: E711
+    origin_raw = r["origin_country_raw"]
+    origin_zz = origin_raw == UNKNOWN_COUNTRY
+    origin_unseen = (r["origin_country"] < 0) & (origin_raw != None) & ~origin_zz  # noqa: E711
+    _value_notes(det, reasons, origin_zz, full)
     for i in np.flatnonzero(hs_unseen | origin_unseen).tolist():
         if full is not None and not full[i]:
             reasons[i].extend(c for c, u in (("UNSEEN_COMMODITY", hs_unseen[i]),
@@ -502,3 +511,42 @@ def soft_notes(det: dict, reasons: list[list[str]], full: np.ndarray | None = No
         if origin_unseen[i]:
             reasons[i].append(f"UNSEEN_ORIGIN: origin {r['origin_country_raw'][i]} never seen "
                               "in training")
+
+
+def _value_notes(det: dict, reasons: list[list[str]], origin_zz: np.ndarray,
+                 full: np.ndarray | None = None) -> None:
+    r = det["r"]
+    n = len(origin_zz)
+    mass0 = r.get("net_mass_zero", np.zeros(n, dtype=bool))
+    value0 = r["customs_value"] == 0
+    dispatch_zz = r["dispatch_country_raw"] == UNKNOWN_COUNTRY
+    far = np.zeros(n, dtype=bool)
+    span = det.get("day_range")
+    if span is not None:
+        day = r["day"]
+        lo, hi = int(span[0]), int(span[1])
+        far = (day != -1) & ((day < lo - DATE_MARGIN_DAYS) | (day > hi + DATE_MARGIN_DAYS))
+    for i in np.flatnonzero(mass0 | value0 | origin_zz | dispatch_zz | far).tolist():
+        if full is not None and not full[i]:
+            reasons[i].extend(c for c, u in (("NET_MASS_ZERO", mass0[i]), ("VALUE_ZERO", value0[i]),
+                                             ("ORIGIN_UNKNOWN", origin_zz[i]),
+                                             ("DISPATCH_UNKNOWN", dispatch_zz[i]),
+                                             ("DATE_OUTSIDE_TRAINING", far[i])) if u)
+            continue
+        if mass0[i]:
+            reasons[i].append("NET_MASS_ZERO: net mass declared as 0 kg; scored without the "
+                              "mass-based checks")
+        if value0[i]:
+            reasons[i].append("VALUE_ZERO: customs value declared as 0; scored without the "
+                              "value-based checks")
+        if origin_zz[i]:
+            reasons[i].append("ORIGIN_UNKNOWN: origin declared as unknown or unspecified "
+                              "(ZZ, XX, QU, QV, QZ, 'unknown'); scored as its own category")
+        if dispatch_zz[i]:
+            reasons[i].append("DISPATCH_UNKNOWN: dispatch country declared as unknown or "
+                              "unspecified; scored as its own category")
+        if far[i]:
+            d = np.datetime64(int(r["day"][i]), "D")
+            a, b = np.datetime64(int(span[0]), "D"), np.datetime64(int(span[1]), "D")
+            reasons[i].append(f"DATE_OUTSIDE_TRAINING: dated {d}, training covers {a}..{b}; "
+                              "the references may describe another period")

@@ -137,7 +137,11 @@ def read_scored(path: str | os.PathLike) -> pd.DataFrame:
         "random_selected": _as_bool(df["random_selected"]),
         "reasons": [_as_reasons(v) for v in df["reasons"].astype(object)],
     })
+    # Rejected rows (lane "manual", no score) are counted, not kept: the report's
+    # statistics are of scored rows; the rejects file has their details.
+    n_manual = int((out["lane"] == "manual").sum())
     out = out[out["anomaly_score"].notna()].reset_index(drop=True)
+    out.attrs["manual"] = n_manual
     if out["rank"].isna().any():
         out["rank"] = out["anomaly_score"].rank(ascending=False, method="first")
     out["rank"] = out["rank"].astype("int64")
@@ -652,7 +656,9 @@ def write_report(model_path: str | os.PathLike, scored_path: str | os.PathLike,
             "rejects_file": str(rej_file) if rej_file.exists() else None,
             "flagged": int(scored["flagged"].sum()),
             "random_selected": int(scored["random_selected"].sum()),
-            "lanes": {str(k): int(v) for k, v in scored["lane"].value_counts().items()},
+            "lanes": {**{str(k): int(v) for k, v in scored["lane"].value_counts().items()},
+                      **({"manual": scored.attrs["manual"]} if scored.attrs.get("manual")
+                         else {})},
             "top_listed": int(min(int(top), int(scored["flagged"].sum()))),
             "input": None if labels is None else str(labels),
             "labelled": bool(inputs is not None and "is_fraud" in inputs.columns),

@@ -25,6 +25,8 @@ __all__ = [
     "TEXT",
     "TRANSPORT_MODES",
     "COUNTRIES",
+    "UNKNOWN_COUNTRY",
+    "UNKNOWN_COUNTRY_SPELLINGS",
     "UNIT_ALIASES",
     "ColumnMapping",
     "load_column_mapping",
@@ -45,7 +47,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("declaration_id", "id", True, "id of the declaration item, unique in a file"),
     Column("hs_code", "code", True, "declared commodity code, 6-10 digits, leading zeros kept"),
     Column("origin_country", "code", True, "declared country of origin, ISO 3166-1 alpha-2"),
-    Column("net_mass_kg", "float", True, "declared net mass in kg, > 0"),
+    Column("net_mass_kg", "float", True, "declared net mass in kg, >= 0 (0: scored, NET_MASS_ZERO)"),
     Column("customs_value", "float", True, "declared value, >= 0, one currency per dataset"),
     Column("date", "date", False, "acceptance date, YYYY-MM-DD"),
     Column("description", "text", False, "goods description as declared"),
@@ -88,6 +90,13 @@ COUNTRIES: frozenset[str] = frozenset(
     PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF
     TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA
     ZM ZW XK EU""".split()
+)
+# Unknown or unspecified countries are legal on real declarations (ISO 3166-1 reserves ZZ
+# for "unknown", agencies use XX, QU, QV, QZ or a word): the row is scored, every spelling
+# folded to one category, ZZ ("NA" is Namibia, not "n/a"), and a reason (ORIGIN_UNKNOWN / DISPATCH_UNKNOWN) says so.
+UNKNOWN_COUNTRY: str = "ZZ"
+UNKNOWN_COUNTRY_SPELLINGS: frozenset[str] = frozenset(
+    {"ZZ", "XX", "QU", "QV", "QZ", "UNK", "UNKNOWN", "UNSPECIFIED", "N/A"}
 )
 
 # Units: real files carry UN/ECE Recommendation 20 codes (KGM, LTR, MTK, ...) or short forms.

@@ -44,6 +44,8 @@ from .schema import (
     MAX_QUANTITY,
     MAX_VALUE,
     REQUIRED,
+    UNKNOWN_COUNTRY,
+    UNKNOWN_COUNTRY_SPELLINGS,
     normalise_unit,
 )
 
@@ -62,7 +64,8 @@ REJECT_COLUMNS: tuple[str, ...] = ("row_number", "declaration_id", "column", "re
 _MASS_TOLERANCE = 1e-9
 # How much of a bad value a reason shows: enough to find it, not a whole description.
 _SHOW_CHARS = 40
-_COUNTRY_LIST = sorted(COUNTRIES)
+_COUNTRY_LIST = sorted(COUNTRIES | {UNKNOWN_COUNTRY})
+_UNKNOWN_SPELLINGS = sorted(UNKNOWN_COUNTRY_SPELLINGS)
 _UPPER_CODES = ("package_type", "currency")
 _FREE_TEXT = ("description", "exporter_id", "importer_id", "declarant_id", "composition")
 
@@ -79,7 +82,8 @@ class _NumericRule:
 
 
 _NUMERIC_RULES: tuple[_NumericRule, ...] = (
-    _NumericRule("net_mass_kg", True, 0.0, False, MAX_MASS_KG, " kg"),
+    # 0 kg is legal (goods declared by unit, mass not required): scored with NET_MASS_ZERO.
+    _NumericRule("net_mass_kg", True, 0.0, True, MAX_MASS_KG, " kg"),
     _NumericRule("customs_value", True, 0.0, True, MAX_VALUE),
     _NumericRule("gross_mass_kg", False, 0.0, True, MAX_MASS_KG, " kg"),
     _NumericRule("quantity", False, 0.0, True, MAX_QUANTITY),
@@ -340,6 +344,7 @@ def _check_hs(s: pd.Series, fails: _Failures) -> pd.Series:
 
 def _check_country(df: pd.DataFrame, name: str, required: bool, fails: _Failures) -> pd.Series:
     t = _text(df[name]).str.upper()
+    t = t.mask(t.isin(_UNKNOWN_SPELLINGS), UNKNOWN_COUNTRY)
     missing = t.isna().to_numpy()
     if required:
         fails.add(name, missing, f"{name} is missing")
@@ -677,9 +682,11 @@ def check_record(record: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     for name, required in (("origin_country", True), ("dispatch_country", False)):
         t = _record_text(record.get(name))
         t = t.upper() if t is not None else None
+        if t in UNKNOWN_COUNTRY_SPELLINGS:
+            t = UNKNOWN_COUNTRY
         if t is None and required:
             problems.append((name, f"{name} is missing"))
-        elif t is not None and t not in COUNTRIES:
+        elif t is not None and t not in COUNTRIES and t != UNKNOWN_COUNTRY:
             problems.append((name, f"{name} is not an ISO 3166-1 alpha-2 code: '{t[:40]}'"))
             t = None
         clean[name] = t

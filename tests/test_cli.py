@@ -47,16 +47,23 @@ def dirty_input(small_model, tmp_path_factory):
     """The test file as CSV with three broken rows planted."""
     df = pd.read_parquet(small_model["test"])
     df.loc[3, "net_mass_kg"] = -1.0
-    df.loc[10, "origin_country"] = "ZZ"
+    df.loc[10, "origin_country"] = "Z1"
     df.loc[11, "declaration_id"] = df.loc[12, "declaration_id"]  # duplicate id
     p = tmp_path_factory.mktemp("dirty") / "dirty.csv"
     df.to_csv(p, index=False)
     return p, len(df)
 
 
-def _check_output(out: pd.DataFrame, n_scored: int):
+def _check_output(out: pd.DataFrame, n_scored: int, n_rows: int | None = None):
+    """Every input row is in the output: the scored ones ranked 1..n_scored, the
+    rejected ones in lane "manual" with no score and no rank."""
     assert list(out.columns) == list(OUTPUT_COLUMNS)
-    assert len(out) == n_scored
+    assert len(out) == (n_scored if n_rows is None else n_rows)
+    manual = (out["lane"] == "manual").to_numpy()
+    assert int((~manual).sum()) == n_scored
+    assert out.loc[manual, "rank"].isna().all() and out.loc[manual, "anomaly_score"].isna().all()
+    assert not out.loc[manual, "flagged"].astype(bool).any()
+    out = out[~manual]
     assert sorted(out["rank"].astype(int)) == list(range(1, n_scored + 1))
     s = out["anomaly_score"].astype(float).to_numpy()
     assert ((s > 0) & (s <= 1)).all()
@@ -84,12 +91,13 @@ def test_score_formats_rejects_and_counts(trained, dirty_input, tmp_path, ext):
         out = pd.read_parquet(out_path)
     else:
         out = pd.read_json(out_path, lines=True, dtype={"declaration_id": "str"})
-    _check_output(out, summary["scored"])
-    assert out["declaration_id"].is_unique
+    _check_output(out, summary["scored"], n)
     src_df = pd.read_csv(src, dtype={"declaration_id": "str"})
-    for row in (3, 10):  # negative mass, bad country: gone from the output, in the rejects
-        did = src_df.loc[row, "declaration_id"]
-        assert did not in set(out["declaration_id"])
+    assert out["declaration_id"].tolist() == src_df["declaration_id"].tolist()  # input order
+    for row in (3, 10):  # negative mass, bad country: lane manual with the reason, rejected
+        assert out.loc[row, "lane"] == "manual"
+        reasons = out.loc[row, "reasons"]
+        assert "REJECTED" in (reasons if isinstance(reasons, str) else " ".join(reasons))
         assert row + 1 in set(rejects["row_number"])
     if ext == "csv":
         text = out_path.read_text(encoding="utf-8")

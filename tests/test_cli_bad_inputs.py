@@ -98,15 +98,21 @@ def check_accounting(result: Result, out: Path, n_rows: int,
                      ids: list[str | None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Exit 0, the stdout summary, the invariant, and every input row exactly once.
 
-    ``ids``: the raw declaration_id of each input row (when known), to check that the
-    rows not rejected are exactly the rows in the output.
+    The output holds every input row in input order: the scored ones and the rejected
+    ones in lane "manual" (at their row number, no rank). Returns the scored rows and
+    the rejects. ``ids``: the raw declaration_id of each input row (when known), to check
+    that the rows not rejected are exactly the rows scored.
     """
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
     summary = json.loads(result.stdout)
     rej_path = out.with_name(out.name[: -len(".csv")] + ".rejects.csv")
-    scored, rejects = read_out(out), read_out(rej_path)
-    assert summary["rows"] == n_rows
+    everything, rejects = read_out(out), read_out(rej_path)
+    assert summary["rows"] == n_rows == len(everything)
+    manual = (everything["lane"] == "manual").to_numpy()
+    assert (everything.loc[manual, "rank"] == "").all()
+    assert sorted(np.flatnonzero(manual) + 1) == sorted(rejects["row_number"].astype(int))
+    scored = everything[~manual].reset_index(drop=True)
     assert summary["scored"] == len(scored)
     assert summary["rejected"] == len(rejects)
     assert summary["rows"] == summary["scored"] + summary["rejected"]  # nothing lost
@@ -271,7 +277,7 @@ def test_unreadable_file(tmp_path: Path, model_path: Path) -> None:
 
 
 def test_train_on_a_file_where_every_row_is_rejected(tmp_path: Path) -> None:
-    p = _write(tmp_path, "in.csv", HEAD + "\nD1,030490,CN,-1,2\nD2,12,CN,1,2\nD3,030490,XX,1,2\n")
+    p = _write(tmp_path, "in.csv", HEAD + "\nD1,030490,CN,-1,2\nD2,12,CN,1,2\nD3,030490,XY,1,2\n")
     out = tmp_path / "m.joblib"
     assert_one_error(run(["train", p, "-o", out, "--trees", "5"]),
                      "0 valid rows of 3", "net_mass_kg", "hs_code", "origin_country")
@@ -294,7 +300,7 @@ ROWS: list[tuple[str | None, dict[str, str | None], str | None]] = [
     ("R06", {"hs_code": "12345678901"}, "hs_code"),            # 11 digits
     ("R07", {"hs_code": "69A721"}, "hs_code"),
     ("R01", {}, "declaration_id"),                             # duplicate (another chunk)
-    ("R09", {"origin_country": "XX"}, "origin_country"),       # unknown country
+    ("R09", {"origin_country": "XY"}, "origin_country"),       # unknown country
     ("R10", {"origin_country": "CHN"}, "origin_country"),
     ("R11", {"date": "2025-02-30"}, "date"),                   # unparseable date
     ("R12", {"date": "01/03/2025"}, "date"),
@@ -365,7 +371,7 @@ def test_row_problems_never_stop_the_run(tmp_path: Path, model_path: Path, fmt: 
 def test_row_problems_in_train_are_reported_not_fatal(tmp_path: Path, train_df: pd.DataFrame) -> None:
     df = train_df.head(2000).astype(object)
     df.loc[3, "net_mass_kg"] = "abc"
-    df.loc[4, "origin_country"] = "XX"
+    df.loc[4, "origin_country"] = "XY"
     df.loc[5, "declaration_id"] = df.loc[6, "declaration_id"]
     src = tmp_path / "t.csv"
     _write_any(df, src)
@@ -458,7 +464,7 @@ def test_csv_outputs_are_safe_in_a_spreadsheet(tmp_path: Path, model_path: Path)
                         "description": "=cmd|' /C calc'!A0" if k % 2 else "\t@SUM(1)"}
                        for k, i in enumerate(ids)], dtype=object)
     df.loc[8:, "net_mass_kg"] = "-1"        # the '...bad' rows are rejected
-    df.loc[8, "origin_country"] = "=XX"
+    df.loc[8, "origin_country"] = "=XY"
     src = tmp_path / "inj.csv"
     _write_any(df, src)
     out = tmp_path / "scored.csv"

@@ -57,7 +57,7 @@ def data(tmp_path_factory):
     test = test.astype({"net_mass_kg": object, "hs_code": object})
     test.loc[5, "net_mass_kg"] = "abc"
     test.loc[7, "hs_code"] = "12"
-    test.loc[2500, "origin_country"] = "ZZ"
+    test.loc[2500, "origin_country"] = "Z1"
     ids = test["declaration_id"].to_numpy(dtype=object)
     test.loc[4000, "declaration_id"] = ids[10]  # duplicate in another file
     test.loc[4001, "declaration_id"] = ids[10]  # ... twice, and with another problem
@@ -85,10 +85,12 @@ def _check_same(out: Path, local) -> None:
     summary, L, LR = local
     D = pd.read_parquet(out)
     assert list(D.columns) == list(L.columns)
-    assert len(D) == len(L)
-    D = D.set_index("declaration_id").loc[L["declaration_id"]].reset_index()
-    assert (D["anomaly_score"].to_numpy() == L["anomaly_score"].to_numpy()).all()
-    for c in ("rank", "lane", "flagged", "random_selected"):
+    assert len(D) == len(L)  # every input row, rejected ones in lane "manual", in input order
+    assert (D["declaration_id"].to_numpy() == L["declaration_id"].to_numpy()).all()
+    np.testing.assert_array_equal(D["anomaly_score"].to_numpy(), L["anomaly_score"].to_numpy())
+    assert (L["lane"] == "manual").sum() == summary["rejected"] > 0
+    pd.testing.assert_series_equal(D["rank"], L["rank"])
+    for c in ("lane", "flagged", "random_selected"):
         assert (D[c].to_numpy() == L[c].to_numpy()).all(), c
     assert all(list(a) == list(b) for a, b in zip(D["reasons"], L["reasons"], strict=True))
     R = pd.read_csv(rejects_path(out), dtype=str, keep_default_na=False)

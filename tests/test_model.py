@@ -57,7 +57,7 @@ def test_bad_row_rejected_with_reason_others_scored(model, test_df):
     res = model.score(df)
     assert len(res) == 50
     assert res.loc[7, "status"] == "rejected" and res.loc[20, "status"] == "rejected"
-    assert res.loc[7, "lane"] == "rejected"
+    assert res.loc[7, "lane"] == "manual"
     assert pd.isna(res.loc[7, "anomaly_score"]) and pd.isna(res.loc[7, "rank"])
     assert res.loc[7, "reasons"][0].startswith("REJECTED (net_mass_kg)")
     assert res.loc[20, "reasons"][0].startswith("REJECTED (hs_code)")
@@ -143,8 +143,8 @@ def test_score_one_equals_score_with_missing_optional_values(model, test_df, rec
 
 def test_score_one_rejects_bad_record(model, test_df, record_of):
     rec = record_of(test_df, 0)
-    rec["origin_country"] = "XX"
-    rec["net_mass_kg"] = 0
+    rec["origin_country"] = "XY"
+    rec["net_mass_kg"] = -1
     one = model.score_one(rec)
     assert one["status"] == "rejected" and one["anomaly_score"] is None
     assert any(r.startswith("REJECTED (origin_country)") for r in one["reasons"])

@@ -153,7 +153,7 @@ def _check_frame_result(df: pd.DataFrame, out: pd.DataFrame) -> None:
     s = out["anomaly_score"].to_numpy(dtype=float)
     assert np.all((s[scored] > 0) & (s[scored] <= 1))
     assert np.isnan(s[~scored]).all()
-    assert (out.loc[~scored, "lane"] == "rejected").all()
+    assert (out.loc[~scored, "lane"] == "manual").all()
     for rs in out.loc[~scored, "reasons"]:
         assert rs and all(r.startswith("REJECTED (") for r in rs)
     ranks = out.loc[scored, "rank"].to_numpy(dtype=int)
@@ -165,17 +165,26 @@ def _check_file_result(n_rows: int, ids: list, summary: dict, out: Path) -> None
     scored = pd.read_csv(out, dtype=str, keep_default_na=False)
     rejects = pd.read_csv(rejects_path(out), dtype=str, keep_default_na=False)
     assert summary["rows"] == n_rows
-    assert summary["scored"] == len(scored) and summary["rejected"] == len(rejects)
+    # Rows in = rows out: every row has one verdict in the scored file, in input order;
+    # the rejected ones in lane "manual" with no score and no rank.
+    assert len(scored) == n_rows and summary["rejected"] == len(rejects)
     assert summary["rows"] == summary["scored"] + summary["rejected"]
+    manual = (scored["lane"] == "manual").to_numpy()
+    assert summary["manual"] == int(manual.sum()) == len(rejects)
     rows = rejects["row_number"].astype(int)
     assert rows.is_unique and rows.between(1, n_rows).all()
+    assert sorted(np.flatnonzero(manual) + 1) == sorted(rows)
+    assert (scored.loc[manual, "rank"] == "").all() and (scored.loc[manual, "anomaly_score"]
+                                                          == "").all()
+    assert scored.loc[manual, "reasons"].str.startswith("REJECTED (").all()
+    assert (scored.loc[manual, "flagged"].str.lower() == "false").all()
     kept = sorted(set(range(1, n_rows + 1)) - set(rows))
     expected = []
     for i in kept:
         e = _expected_id(ids[i - 1])
         assert e is not None, f"row {i} has no id but was not rejected"
         expected.append("'" + e if e.startswith(CSV_INJECTION_PREFIXES) else e)
-    assert sorted(scored["declaration_id"]) == sorted(expected)
+    assert scored.loc[~manual, "declaration_id"].tolist() == expected
 
 
 def _for_file(df: pd.DataFrame, fmt: str) -> pd.DataFrame:
@@ -273,9 +282,9 @@ def test_fuzz_score_one(model: DeclarationModel, pool: list[dict], data) -> None
     assert result["status"] in ("scored", "rejected")
     if result["status"] == "scored":
         assert 0 < result["anomaly_score"] <= 1
-        assert result["lane"] != "rejected"
+        assert result["lane"] != "manual"
     else:
-        assert result["anomaly_score"] is None and result["lane"] == "rejected"
+        assert result["anomaly_score"] is None and result["lane"] == "manual"
         assert result["reasons"] and all(r.startswith("REJECTED (") for r in result["reasons"])
     json.dumps(result, default=str)  # serialisable for a web service
 
@@ -285,7 +294,7 @@ def test_score_one_and_score_agree_on_damaged_records(model: DeclarationModel,
     recs = [dict(r) for r in pool[:40]]
     recs[1]["net_mass_kg"] = "abc"
     recs[2]["hs_code"] = "12345"
-    recs[3]["origin_country"] = "XX"
+    recs[3]["origin_country"] = "XY"
     recs[4]["customs_value"] = "-1"
     recs[5]["date"] = "2025-02-30"
     recs[6]["declaration_id"] = "  "

@@ -34,14 +34,14 @@ def main() -> None:
       "D1,030490,CN,10.5,100,11,3,2026-03-01,CN\n"        # good
       ",030490,CN,1,1,,,,\n"                              # missing id
       "D3,69A721,CN,1,1,,,,\n"                            # bad hs
-      "D4,030490,XX,1,1,,,,\n"                            # bad country
+      "D4,030490,X1,1,1,,,,\n"                            # bad country
       "D5,030490,CN,abc,1,,,,\n"                          # mass not a number
       "D6,030490,CN,12,1,10,,,\n"                         # net > gross
       "D7,030490,CN,1,1,,2.5,,\n"                         # fractional packages
       "D8,030490,CN,1,1,,,31/02/2026,\n"                  # bad date
       "D1,030490,CN,1,1,,,,\n"                            # duplicate id
       "D10,2846.90,na,1,0,,,2026-03-01T10:00:00,\n"       # good (Namibia, dotted hs, ISO datetime)
-      "D11,6907 21 00,CN,-1,1,,,,ZZ\n"                    # negative mass + bad dispatch
+      "D11,6907 21 00,CN,-1,1,,,,Z1\n"                    # negative mass + bad dispatch
       "D12,030490,CN,1,-5,,,,\n")                         # negative value
     w("injection.csv", HEAD + ",description,exporter_id\n"
       'D1,030490,CN,1,-2,=cmd|\' /C calc\'!A0,+1\n'

@@ -1,0 +1,105 @@
+"""A declaration's verdict: flag, lane, random selection and rank, as pure array functions.
+
+Every path that decides what happens to a declaration (a frame through
+``DeclarationModel.score``, a streamed file, one record through ``score_one``,
+``explain``, the Dask engine) calls these functions, so a lane rule is changed in one
+place and every path gives the same verdict for the same rows.
+
+The rules:
+
+- ``flagged``: the ranking score (``risk_score`` for a model trained with outcomes,
+  ``anomaly_score`` otherwise) is at or above the budget threshold.
+- lanes stack from the training score distribution; the most severe lane whose
+  threshold the score reaches wins; below every threshold the lane is ``green``.
+- random selection depends only on the declaration id and the seed (the same whatever
+  the chunking, the order or the score); a random selection that would have been green
+  goes to the first lane (e.g. red), one already in a lane keeps it.
+- rank: 1 = most suspicious; ties keep input order (a stable sort), so the rank of a
+  file does not depend on how it was chunked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["Verdict", "decide", "lane_codes", "merge_history", "random_note", "random_pick",
+           "rank"]
+
+
+class Verdict(NamedTuple):
+    """Per-row verdict: ``names[codes[i]]`` is row i's lane."""
+
+    flagged: np.ndarray  # bool
+    codes: np.ndarray  # intp codes into ``names``
+    names: list[str]
+    picked: np.ndarray  # bool: selected at random
+
+
+def random_pick(ids, seed: int, share: float) -> np.ndarray:
+    """Seeded random selection that depends only on the id: the same declaration is
+    picked (or not) whatever the chunking, the row order or the score."""
+    if share <= 0 or len(ids) == 0:  # before any id becomes a Python string
+        return np.zeros(len(ids), dtype=bool)
+    import pandas as pd  # only when something can be picked: score_one stays pandas-free
+
+    key = f"{int(seed) & 0xFFFFFFFFFFFF:016x}"[-16:]
+    h = pd.util.hash_array(np.asarray(ids, dtype=object), hash_key=key, categorize=False)
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53) < share
+
+
+def random_note(share: float) -> str:
+    """The reason a random selection carries."""
+    return (f"RANDOM_SELECTION: selected at random ({share:.2%} of declarations) so that "
+            "inspection outcomes stay unbiased")
+
+
+def lane_codes(ranking: np.ndarray, lane_thresholds: Mapping[str, float]
+               ) -> tuple[np.ndarray, list[str]]:
+    """Each score's lane as a code into the returned names (0 = "green")."""
+    names = ["green", *lane_thresholds]
+    codes = np.zeros(len(ranking), dtype=np.intp)
+    # Most severe last so that it wins.
+    for code, thr in reversed(list(enumerate(lane_thresholds.values(), start=1))):
+        codes = np.where(ranking >= thr, code, codes)
+    return codes, names
+
+
+def decide(ranking: np.ndarray, ids, *, threshold: float, lane_thresholds: Mapping[str, float],
+           seed: int, random_share: float) -> Verdict:
+    """The verdict of every row from its ranking score and id (see the module's rules)."""
+    ranking = np.asarray(ranking, dtype=np.float64)
+    picked = random_pick(ids, seed, random_share)
+    codes, names = lane_codes(ranking, lane_thresholds)
+    if picked.any():
+        first_lane = next(iter(lane_thresholds), "red")
+        if first_lane not in names:
+            names.append(first_lane)
+        codes = np.where(picked & (codes == 0), names.index(first_lane), codes)
+    return Verdict(ranking >= threshold, codes, names, picked)
+
+
+def merge_history(reasons: list[list[str]], history: list[list[str]], top: int = 3) -> None:
+    """Put outcome-history reasons first (at most 2), then the forest's, at most ``top``."""
+    for i, h in enumerate(history):
+        if h:
+            reasons[i] = [*h[:2], *reasons[i]][:top]
+
+
+def rank(scores: np.ndarray, *, overwrite: bool = False) -> np.ndarray:
+    """Rank 1 = highest score; ties in input order. NaN scores rank last.
+
+    ``overwrite`` lets the caller's array be negated in place: a file's pass over
+    millions of scores then needs no negated copy.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if not overwrite:
+        s = s.copy()
+    np.negative(s, out=s)  # descending order, stable among equals
+    s[np.isnan(s)] = np.inf
+    order = np.argsort(s, kind="stable")
+    out = np.empty(len(order), dtype=np.int64)
+    out[order] = np.arange(1, len(order) + 1)
+    return out

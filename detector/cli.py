@@ -217,13 +217,22 @@ def train(input, output, budget, lanes, random_share, trees, seed, labels, reven
                    "sentences on every row; codes: codes on every row.")
 @click.option("--explain-top", type=click.IntRange(min=0), default=2000, show_default=True,
               help="With --reasons officer: the top N of the ranking get sentences too.")
+@click.option("--capacity", default=None, metavar="N|P%",
+              help="Most rows the first lane (e.g. red) may hold: N rows (>= 0) or P% of "
+                   "the scored rows (0% to 100%). Its random selections stay and count; "
+                   "the best-ranked others fill the rest; the others go to the next lane "
+                   "[default: no cap].")
 @_columns
 @_encoding
 @_force
 @_errors
 def score(model, input, output, chunk_rows, threads, workers, engine, scheduler, reasons,
-          explain_top, columns, encoding, force):
-    """Score declarations: one output row per valid input row, rejects beside it."""
+          explain_top, capacity, columns, encoding, force):
+    """Score declarations: one output row per input row (the rejected ones in lane
+    "manual"), the reasons of the rejects beside it."""
+    if engine == "dask" and capacity is not None:
+        raise click.UsageError("--capacity works with --engine local only (the Dask engine "
+                               "does not cap lanes yet)")
     if engine == "dask":
         score_dask = _dask("score_dask")
         summary = score_dask(model, input, output, columns=columns, scheduler=scheduler,
@@ -250,7 +259,7 @@ def score(model, input, output, chunk_rows, threads, workers, engine, scheduler,
         summary = score_file(model, input, output, columns=columns, chunk_rows=chunk_rows,
                              force=force, encoding=encoding, progress=progress,
                              on_total=on_total, workers=workers, threads=threads,
-                             reasons=reasons, explain_top=explain_top)
+                             reasons=reasons, explain_top=explain_top, capacity=capacity)
     finally:
         if bar["obj"] is not None:
             bar["obj"].__exit__(None, None, None)
@@ -258,6 +267,10 @@ def score(model, input, output, chunk_rows, threads, workers, engine, scheduler,
           f"{summary['rejected']:,}, flagged {summary['flagged']:,} "
           f"({summary['rows_per_second'] or 0:,} rows/s); output {summary['output']}, "
           f"rejects {summary['rejects']}")
+    cap = summary.get("capacity")
+    if cap:
+        _note(f"capacity: lane {cap['lane']} holds at most {cap['limit']:,} rows; "
+              f"{cap['moved']:,} moved to {cap['moved_to']}")
     if summary.get("rejects_summary"):
         _note(summary["rejects_summary"])
     _out(summary)

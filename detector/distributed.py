@@ -59,9 +59,10 @@ from .io import (
     _real_encoding,
     read_header,
 )
-from .model import MANUAL_LANE, OUTPUT_COLUMNS, DeclarationModel
+from .model import OUTPUT_COLUMNS, DeclarationModel
 from .reasons import DEFAULT_EXPLAIN_TOP, as_codes, check_reasons_mode, explained_rows
 from .validate import REJECT_COLUMNS, _text, summarise_rejects, validate
+from .verdict import MANUAL_LANE
 
 __all__ = ["score_dask", "train_dask", "list_inputs", "DEFAULT_PARTITION_ROWS"]
 

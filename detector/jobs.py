@@ -21,12 +21,14 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from . import verdict
 from .errors import InputError, SchemaError
 from .io import LIST_SEPARATOR, AtomicWriter, _read_ahead, csv_table, iter_tables, read_table
-from .model import MANUAL_LANE, DeclarationModel, cap_first_lane, load_model, parse_capacity
+from .model import DeclarationModel, load_model
 from .reasons import DEFAULT_EXPLAIN_TOP, as_codes, check_reasons_mode, explained_rows
 from .schema import load_column_mapping
 from .validate import IdTracker, summarise_rejects, validate
+from .verdict import MANUAL_LANE
 
 __all__ = ["generate_file", "train_file", "score_file", "evaluate_file", "explain_file",
            "rejects_path", "load_model"]
@@ -126,7 +128,7 @@ class _Part(NamedTuple):
     data: Any  # CSV-ready Arrow table (CSV output) or the scored frame (other formats)
     lane: Any  # the lane names (an array of strings)
     flagged: int
-    random_selected: int
+    picked: np.ndarray  # bool: random selections (kept only when a capacity needs them)
     # Rows (positions in the chunk) with sentences only for being in the chunk's top
     # ``explain_top`` (reasons "officer"), and their codes: the ones outside the file's
     # top get the codes once the rank is known.
@@ -161,7 +163,7 @@ def _score_part(model: DeclarationModel, valid: pd.DataFrame, context,
         data = csv_table(scored[spill_columns].reset_index(drop=True))
     return _Part(scored[model.rank_column].to_numpy(), data,
                  scored["lane"].array, int(scored["flagged"].sum()),
-                 int(scored["random_selected"].sum()), by_top, by_top_codes)
+                 scored["random_selected"].to_numpy(dtype=bool), by_top, by_top_codes)
 
 
 def _worker_init(model_state: bytes, context, spill_columns, reasons="officer",
@@ -360,6 +362,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     """
     started = time.time()
     check_reasons_mode(reasons, explain_top)
+    verdict.parse_capacity(capacity, 0)  # a bad capacity fails now, not after the scoring
     if not isinstance(model, DeclarationModel):
         model = load_model(model)
     mapping = load_column_mapping(columns)
@@ -397,6 +400,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     lane_codes: list[np.ndarray] = []
     lane_names: list[str] = []
     by_top: dict[int, list[str]] = {}
+    picked_parts: list[np.ndarray] = []  # only with a capacity (1 byte a row)
     flagged = random_selected = 0
     rej_w.__enter__()
     pool = None
@@ -457,7 +461,9 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                         else:
                             csv_spill.add(part.data)
                         flagged += part.flagged
-                        random_selected += part.random_selected
+                        random_selected += int(part.picked.sum())
+                        if capacity is not None:
+                            picked_parts.append(part.picked)
                         # Lanes as small codes (1 byte a row) for the summary's counts.
                         codes, names = pd.factorize(part.lane)
                         for name in names:
@@ -504,21 +510,21 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
         s = np.concatenate(scores) if scores else np.zeros(0)
         scores.clear()  # the per-chunk copies: the largest input's peak is here
         manual = np.isnan(s) if n_rejected else None
-        np.negative(s, out=s)  # descending order without a negated copy
-        order = np.argsort(s, kind="stable")  # NaN (manual rows) last: ranks after all
+        rank = verdict.rank(s, overwrite=True)  # manual rows (NaN) last, written unranked
         del s
-        rank = np.empty(len(order), dtype=np.int64)
-        rank[order] = np.arange(1, len(order) + 1)
-        del order
         # Rows that had sentences for their chunk's top but are outside the file's.
         recode = {p: c for p, c in by_top.items() if rank[p] > explain_top}
         lane_all = np.concatenate(lane_codes) if lane_codes else np.zeros(0, dtype=np.int8)
         cap = None
         if capacity is not None:
-            limit = parse_capacity(capacity, n_scored)
-            first = next(iter(model.lane_thresholds_), "red")
-            lane_all, moved, after = cap_first_lane(lane_all, lane_names, rank, first, limit)
-            cap = {"lane": first, "limit": limit, "moved": moved, "moved_to": after}
+            limit = verdict.parse_capacity(capacity, n_scored)
+            order = list(model.lane_thresholds_)
+            picked = np.concatenate(picked_parts) if picked_parts else np.zeros(0, bool)
+            lane_all, moved, after = verdict.cap_first_lane(lane_all, lane_names, rank, order,
+                                                            limit, picked)
+            del picked
+            cap = {"lane": order[0] if order else "red", "limit": limit, "moved": moved,
+                   "moved_to": after}
         # Only a cap that moved rows rewrites the lane column of the spill.
         new_lanes = np.asarray(lane_names, dtype=object)[lane_all] if cap and cap["moved"] \
             else None

@@ -36,66 +36,25 @@ from .reasons import (
 )
 from .schema import ColumnMapping, apply_column_mapping
 from .validate import validate
+from .verdict import (
+    MANUAL_LANE,
+    Verdict,
+    cap_first_lane,
+    decide,
+    merge_history,
+    parse_capacity,
+    random_note,
+    rank,
+)
 
-__all__ = ["DeclarationModel", "train", "load_model", "parse_lanes", "parse_capacity",
-           "cap_first_lane", "OUTPUT_COLUMNS", "MANUAL_LANE", "MIN_TRAINING_ROWS"]
+__all__ = ["DeclarationModel", "train", "load_model", "parse_lanes", "OUTPUT_COLUMNS",
+           "MIN_TRAINING_ROWS"]
 
 OUTPUT_COLUMNS = ("declaration_id", "anomaly_score", "rank", "flagged", "lane",
                   "random_selected", "reasons")
-_LANE_ORDER = ("red", "yellow", "orange", "blue")
-# The lane of a row that cannot be read (no id, a number that is not a number, a malformed
-# code): it has no score, and an officer looks at it by hand.
-MANUAL_LANE = "manual"
 # Fewer valid rows than this cannot give references or a forest worth scoring with (the
 # default commodity references alone want 30 rows a code): training stops and says so.
 MIN_TRAINING_ROWS = 100
-
-
-def parse_capacity(capacity: int | float | str | None, n_rows: int) -> int | None:
-    """How many rows the first (red) lane may hold: ``250`` rows or ``"2%"`` of ``n_rows``
-    (rounded down); ``None`` for no cap."""
-    if capacity is None:
-        return None
-    text = str(capacity).strip()
-    try:
-        if text.endswith("%"):
-            share = float(text[:-1])
-            if not 0.0 <= share <= 100.0:
-                raise ValueError
-            return int(np.floor(share / 100.0 * n_rows + 1e-9))
-        value = float(text)
-        if value < 0 or value != int(value):
-            raise ValueError
-        return int(value)
-    except ValueError:
-        raise ValueError(f"capacity must be a whole number of rows >= 0 or a percentage like "
-                         f"'2%', got {capacity!r}") from None
-
-
-def cap_first_lane(codes: np.ndarray, names: list[str], rank: np.ndarray, first: str,
-                   limit: int | None) -> tuple[np.ndarray, int, str]:
-    """Keep the ``limit`` best-ranked rows of lane ``first``; the rest go to the next lane.
-
-    ``codes`` index ``names`` (extended in place with the next lane if absent); ``rank``
-    is 1 = most suspicious, a stable order, so ties at the cut are decided by it. Returns
-    (new codes, rows moved, the lane they went to).
-    """
-    lanes = [n for n in names if n not in ("green", MANUAL_LANE)]
-    order = [*(n for n in _LANE_ORDER if n in lanes), *(n for n in lanes if n not in _LANE_ORDER)]
-    after = order[order.index(first) + 1] if first in order and \
-        order.index(first) + 1 < len(order) else "green"
-    if limit is None or first not in names:
-        return codes, 0, after
-    in_first = np.flatnonzero(codes == names.index(first))
-    if len(in_first) <= limit:
-        return codes, 0, after
-    if after not in names:
-        names.append(after)
-    keep = in_first[np.argsort(rank[in_first], kind="stable")]
-    moved = keep[limit:]
-    codes = codes.copy()
-    codes[moved] = names.index(after)
-    return codes, int(len(moved)), after
 
 
 def parse_lanes(text: str | Mapping[str, float] | None, budget: float) -> dict[str, float]:
@@ -140,28 +99,6 @@ def _fingerprint(df: pd.DataFrame) -> str:
     if len(df):
         h.update(pd.util.hash_pandas_object(df[cols], index=False).to_numpy().tobytes())
     return h.hexdigest()
-
-
-def _random_pick(ids: np.ndarray | pd.Series, seed: int, share: float) -> np.ndarray:
-    """Seeded random selection that depends only on the id: the same declaration is
-    picked (or not) whatever the chunking, the row order or the score."""
-    if share <= 0 or len(ids) == 0:  # before any id becomes a Python string
-        return np.zeros(len(ids), dtype=bool)
-    key = f"{int(seed) & 0xFFFFFFFFFFFF:016x}"[-16:]
-    h = pd.util.hash_array(np.asarray(ids, dtype=object), hash_key=key, categorize=False)
-    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53) < share
-
-
-def _merge_history(reasons: list[list[str]], history: list[list[str]], top: int = 3) -> None:
-    """Put outcome-history reasons first (at most 2), then the forest's, at most ``top``."""
-    for i, h in enumerate(history):
-        if h:
-            reasons[i] = [*h[:2], *reasons[i]][:top]
-
-
-def _random_note(share: float) -> str:
-    return (f"RANDOM_SELECTION: selected at random ({share:.2%} of declarations) so that "
-            "inspection outcomes stay unbiased")
 
 
 class DeclarationModel:
@@ -327,18 +264,11 @@ class DeclarationModel:
             raise NotFittedError("DeclarationModel is not fitted; call fit(df) or load_model()")
 
     # ---- scoring ------------------------------------------------------------------------
-    def _lane_codes(self, scores: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Each score's lane as a code into the returned names (0 = "green")."""
-        names = ["green", *self.lane_thresholds_]
-        codes = np.zeros(len(scores), dtype=np.intp)
-        # Most severe last so that it wins.
-        for code, thr in reversed(list(enumerate(self.lane_thresholds_.values(), start=1))):
-            codes = np.where(scores >= thr, code, codes)
-        return codes, names
-
-    def _lane(self, scores: np.ndarray) -> np.ndarray:
-        codes, names = self._lane_codes(scores)
-        return np.array(names, dtype=object)[codes]
+    def _decide(self, ranking: np.ndarray, ids) -> Verdict:
+        """Flags, lanes and random selections of these rows (detector.verdict's rules)."""
+        return decide(ranking, ids, threshold=self.threshold_,
+                      lane_thresholds=self.lane_thresholds_, seed=self.seed,
+                      random_share=self.random_share)
 
     def score_valid(self, valid: pd.DataFrame, context=None, reasons: str = "officer",
                     explain_top: int = DEFAULT_EXPLAIN_TOP) -> pd.DataFrame:
@@ -363,30 +293,24 @@ class DeclarationModel:
             extra = {"fraud_probability": o["fraud_probability"], "risk_score": o["risk_score"]}
             ranking = o["risk_score"]
         id_col = valid["declaration_id"]
-        picked = _random_pick(id_col, self.seed, self.random_share)
-        codes, names = self._lane_codes(ranking)
-        full, _ = explained_rows(reasons, codes == 0, picked, ranking, explain_top)
+        v = self._decide(ranking, id_col)
+        full, _ = explained_rows(reasons, v.codes == 0, v.picked, ranking, explain_top)
         texts = self._reasons(valid, X, det, scores, full)
-        if picked.any():
-            first_lane = next(iter(self.lane_thresholds_), "red")
-            if first_lane not in names:
-                names.append(first_lane)
-            green = np.array([n == "green" for n in names])[codes]
-            codes = np.where(picked & green, names.index(first_lane), codes)
-            note = _random_note(self.random_share)
-            for i in np.flatnonzero(picked).tolist():
+        if v.picked.any():
+            note = random_note(self.random_share)
+            for i in np.flatnonzero(v.picked).tolist():
                 texts[i] = [*texts[i], note if full[i] else RANDOM_CODE]
         # Text columns straight as Arrow strings (what a frame of Python strings becomes
         # anyway): the lane by one take from its few names, the ids as validated.
-        lane = pd.array(names, dtype="str").take(codes)
+        lane = pd.array(v.names, dtype="str").take(v.codes)
         ids = id_col.array if id_col.dtype == "str" else id_col.to_numpy(dtype=object)
         return pd.DataFrame({
             "declaration_id": ids,
             "anomaly_score": scores,
             **extra,
-            "flagged": ranking >= self.threshold_,
+            "flagged": v.flagged,
             "lane": lane,
-            "random_selected": picked,
+            "random_selected": v.picked,
             "reasons": texts,
         }, index=valid.index)
 
@@ -399,7 +323,7 @@ class DeclarationModel:
         texts = reason_texts(self.features_, X, det, idx, None if full.all() else full)
         if getattr(self, "outcome_", None) is not None:
             history = self.outcome_.reasons(valid)
-            _merge_history(texts, history)
+            merge_history(texts, history)
             for i in np.flatnonzero(~full).tolist():
                 if history[i]:
                     texts[i] = as_codes(texts[i])
@@ -463,27 +387,24 @@ class DeclarationModel:
             out[c] = np.nan
             out.loc[scored.index, c] = scored[c].to_numpy()
         s = out[self.rank_column].to_numpy()
-        order = np.argsort(-np.where(np.isnan(s), -np.inf, s), kind="stable")
-        rank = np.empty(len(s), dtype=np.int64)
-        rank[order] = np.arange(1, len(s) + 1)
-        out["rank"] = pd.array(np.where(np.isnan(s), 0, rank), dtype="Int64")
-        out.loc[np.isnan(s), "rank"] = pd.NA
+        r = rank(s)
+        out["rank"] = pd.arrays.IntegerArray(r, np.isnan(s))  # manual rows: no rank
         out["flagged"] = False
         out.loc[scored.index, "flagged"] = scored["flagged"].to_numpy()
         out["lane"] = MANUAL_LANE
         out.loc[scored.index, "lane"] = scored["lane"].to_numpy()
+        out["random_selected"] = False
+        out.loc[scored.index, "random_selected"] = scored["random_selected"].to_numpy()
         if limit is not None:
             names = list(pd.unique(out["lane"].to_numpy(dtype=object)))
             codes = np.array([names.index(x) for x in out["lane"].to_numpy(dtype=object)],
                              dtype=np.intp)
-            first = next(iter(self.lane_thresholds_), "red")
-            r = out["rank"].to_numpy(dtype="float64", na_value=np.inf)
-            codes, moved, after = cap_first_lane(codes, names, r, first, limit)
+            order = list(self.lane_thresholds_)
+            codes, moved, after = cap_first_lane(codes, names, r, order, limit,
+                                                 out["random_selected"].to_numpy(dtype=bool))
             out["lane"] = pd.array(np.asarray(names, dtype=object)[codes], dtype="str")
-            out.attrs["capacity"] = {"lane": first, "limit": limit, "moved": moved,
-                                     "moved_to": after}
-        out["random_selected"] = False
-        out.loc[scored.index, "random_selected"] = scored["random_selected"].to_numpy()
+            out.attrs["capacity"] = {"lane": order[0] if order else "red", "limit": limit,
+                                     "moved": moved, "moved_to": after}
         reasons = [[] for _ in range(len(df))]
         for i, rs in zip(scored.index, scored["reasons"], strict=True):
             reasons[i] = rs
@@ -536,17 +457,14 @@ class DeclarationModel:
             o = self.outcome_.predict(one, X, scores)
             result["fraud_probability"] = float(o["fraud_probability"][0])
             result["risk_score"] = ranking = float(o["risk_score"][0])
-        picked = bool(_random_pick(np.array([did], dtype=object), self.seed,
-                                   self.random_share)[0]) if self.random_share > 0 else False
-        lane = str(self._lane(np.array([ranking]))[0])
-        full, _ = explained_rows(reasons, np.array([lane == "green"]), np.array([picked]),
-                                 np.array([ranking]), explain_top=0)
+        v = self._decide(np.array([ranking]), np.array([did], dtype=object))
+        lane, picked = v.names[int(v.codes[0])], bool(v.picked[0])
+        full, _ = explained_rows(reasons, v.codes == 0, v.picked, np.array([ranking]),
+                                 explain_top=0)
         texts = self._reasons(one, X, det, scores, full)[0]
         if picked:
-            if lane == "green":
-                lane = next(iter(self.lane_thresholds_), "red")
-            texts.append(_random_note(self.random_share) if full[0] else RANDOM_CODE)
-        return {**result, "flagged": bool(ranking >= self.threshold_), "lane": lane,
+            texts.append(random_note(self.random_share) if full[0] else RANDOM_CODE)
+        return {**result, "flagged": bool(v.flagged[0]), "lane": lane,
                 "random_selected": picked, "reasons": texts, "status": "scored"}
 
     def explain(self, data: pd.DataFrame | Mapping[str, Any], declaration_id: str | None = None,
@@ -571,49 +489,34 @@ class DeclarationModel:
             if context is None:
                 context = DeclarationFeatures.burst_context(validate(data).valid)
             record = hit.iloc[0].to_dict()
-        from .validate import check_record
-
-        clean, problems = check_record(record)
-        if problems:
-            return {"declaration_id": clean.get("declaration_id"), "status": "rejected",
-                    "reasons": [f"REJECTED ({c}): {why}" for c, why in problems]}
-        clean.update({c: record.get(c) for c in (*self.extra_categorical, *self.extra_numeric)})
         if isinstance(context, pd.Series):
             context = {k: int(v) for k, v in context.items()}
-        X, det = self.features_.transform_record(clean, context)
-        score = self.forest_.score_one(X[0])
+        # The verdict and reasons are score_one's (sentences for every reason), so explain
+        # never tells another lane or another random selection than scoring does.
+        verdict = self.score_one(record, context, reasons="all")
+        if verdict["status"] != "scored":
+            return verdict
+        from .validate import check_record
+
+        clean, _ = check_record(record)
+        clean.update({c: record[c] for c in (*self.extra_categorical, *self.extra_numeric)})
+        X, _ = self.features_.transform_record(clean, context)
+        score = verdict["anomaly_score"]
         names = self.features_.feature_names_
         k = len(names)
         idx, drops = counterfactual_reasons(self.features_, self.forest_, X, np.array([score]),
                                             candidates=k, top=k, require_unusual=False)
         drop_by = {names[j]: float(d) for j, d in zip(idx[0], drops[0], strict=True) if j >= 0}
-        # The reasons are the same as score() gives; the table shows every feature.
-        ridx, _ = counterfactual_reasons(self.features_, self.forest_, X, np.array([score]),
-                                         candidates=int(self.candidates))
-        reasons = reason_texts(self.features_, X, det, ridx)[0]
-        rows = []
-        for j, name in enumerate(names):
-            rows.append({"feature": name, "meaning": FEATURE_MEANING[name],
-                         "value": float(X[0, j]), "typical": float(self.features_.neutral_[j]),
-                         "spread": float(self.features_.spread_[j]),
-                         "score_drop_if_typical": drop_by.get(name, 0.0)})
+        # The table shows every feature (the forest's part, also for a labelled model,
+        # whose lane follows risk_score).
+        rows = [{"feature": name, "meaning": FEATURE_MEANING[name], "value": float(X[0, j]),
+                 "typical": float(self.features_.neutral_[j]),
+                 "spread": float(self.features_.spread_[j]),
+                 "score_drop_if_typical": drop_by.get(name, 0.0)}
+                for j, name in enumerate(names)]
         rows.sort(key=lambda r: -r["score_drop_if_typical"])
-        out = {"declaration_id": clean.get("declaration_id"), "status": "scored",
-               "anomaly_score": score}
-        ranking = score
-        if getattr(self, "outcome_", None) is not None:
-            # Lanes and flags follow risk_score for a model trained with outcomes; the
-            # feature table still explains the forest's part.
-            one = pd.DataFrame([clean])
-            o = self.outcome_.predict(one, X, np.array([score]))
-            out["fraud_probability"] = float(o["fraud_probability"][0])
-            out["risk_score"] = ranking = float(o["risk_score"][0])
-            merged = [reasons]
-            _merge_history(merged, self.outcome_.reasons(one))
-            reasons = merged[0]
-        return {**out, "flagged": bool(ranking >= self.threshold_),
-                "lane": str(self._lane(np.array([ranking]))[0]), "threshold": self.threshold_,
-                "ranked_by": self.rank_column, "reasons": reasons, "features": rows}
+        return {**verdict, "threshold": self.threshold_, "ranked_by": self.rank_column,
+                "features": rows}
 
     # ---- persistence --------------------------------------------------------------------
     def to_state(self) -> dict:

@@ -15,7 +15,12 @@ The rules:
   the chunking, the order or the score); a random selection that would have been green
   goes to the first lane (e.g. red), one already in a lane keeps it.
 - rank: 1 = most suspicious; ties keep input order (a stable sort), so the rank of a
-  file does not depend on how it was chunked.
+  file does not depend on how it was chunked. Rows with no score (rejected, lane
+  ``manual``) rank after every scored row and are written without a rank.
+- capacity: when the first lane may hold at most N rows (the officers' capacity), its
+  random selections keep their place (they count against N: the unbiased sample is
+  what outcome learning needs) and its best-ranked other rows fill the rest; the others
+  go to the next lane (green when there is none).
 """
 
 from __future__ import annotations
@@ -26,7 +31,11 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["Verdict", "decide", "lane_codes", "merge_history", "random_note", "random_pick",
-           "rank"]
+           "rank", "parse_capacity", "cap_first_lane", "MANUAL_LANE"]
+
+# The lane of a row that cannot be read (no id, a number that is not a number, a malformed
+# code): it has no score, and an officer looks at it by hand.
+MANUAL_LANE = "manual"
 
 
 class Verdict(NamedTuple):
@@ -103,3 +112,54 @@ def rank(scores: np.ndarray, *, overwrite: bool = False) -> np.ndarray:
     out = np.empty(len(order), dtype=np.int64)
     out[order] = np.arange(1, len(order) + 1)
     return out
+
+
+def parse_capacity(capacity: int | float | str | None, n_rows: int) -> int | None:
+    """How many rows the first (red) lane may hold: ``250`` rows or ``"2%"`` of ``n_rows``
+    (rounded down); ``None`` for no cap."""
+    if capacity is None:
+        return None
+    text = str(capacity).strip()
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1])
+            if not 0.0 <= share <= 100.0:
+                raise ValueError
+            return int(np.floor(share / 100.0 * n_rows + 1e-9))
+        value = float(text)
+        if value < 0 or value != int(value):
+            raise ValueError
+        return int(value)
+    except ValueError:
+        raise ValueError(f"capacity must be a whole number of rows >= 0 or a percentage like "
+                         f"'2%' (0% to 100%), got {capacity!r}") from None
+
+
+def cap_first_lane(codes: np.ndarray, names: list[str], rank: np.ndarray,
+                   lane_order: list[str], limit: int | None, picked: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, int, str]:
+    """Keep at most ``limit`` rows in the first lane of ``lane_order`` (see the module's
+    capacity rule); the others go to the next lane of ``lane_order``, or green.
+
+    ``codes`` index ``names`` (extended in place with the next lane if absent); ``rank``
+    is 1 = most suspicious, a stable order, so ties at the cut are decided by it;
+    ``picked`` marks random selections. Returns (new codes, rows moved, their lane).
+    """
+    first = lane_order[0] if lane_order else "red"
+    after = lane_order[1] if len(lane_order) > 1 else "green"
+    if limit is None or first not in names:
+        return codes, 0, after
+    in_first = codes == names.index(first)
+    if int(in_first.sum()) <= limit:
+        return codes, 0, after
+    kept_at_random = in_first & picked if picked is not None else np.zeros_like(in_first)
+    by_rank = np.flatnonzero(in_first & ~kept_at_random)
+    room = max(0, limit - int(kept_at_random.sum()))
+    moved = by_rank[np.argsort(rank[by_rank], kind="stable")][room:]
+    if not len(moved):
+        return codes, 0, after
+    if after not in names:
+        names.append(after)
+    codes = codes.copy()
+    codes[moved] = names.index(after)
+    return codes, int(len(moved)), after

@@ -15,8 +15,9 @@ from conftest import BUDGET, RANDOM_SHARE, TREES
 
 import detector
 from detector.features import DeclarationFeatures
-from detector.model import _random_pick, parse_lanes
+from detector.model import parse_lanes
 from detector.validate import validate
+from detector.verdict import random_pick as _random_pick
 
 # --- the score() contract -------------------------------------------------------------------
 

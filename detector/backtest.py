@@ -31,7 +31,7 @@ import pandas as pd
 
 from .errors import InputError, SchemaError
 from .io import atomic_write_bytes, atomic_write_text, read_table, write_table
-from .model import DeclarationModel
+from .model import DeclarationModel, build_model
 from .schema import CANONICAL, load_column_mapping
 from .validate import summarise_rejects, validate
 
@@ -125,9 +125,7 @@ def _fit(strategy: str, known: pd.DataFrame, label: str, revenue: str | None, ma
          trees: int, seed: int) -> DeclarationModel | None:
     if strategy == "random":
         return None
-    model = DeclarationModel(n_estimators=trees, seed=seed,
-                             extra_categorical=mapping.extra_categorical,
-                             extra_numeric=mapping.extra_numeric)
+    model = build_model(mapping, trees=trees, seed=seed)
     if strategy == "forest":
         return model.fit(known.drop(columns=[label]), validated=True)
     return model.fit(known, validated=True, labels=label, revenue=revenue)

@@ -132,6 +132,11 @@ def generate(rows, seed, fraud_rate, output, force):
               help="Trees in the isolation forest (>= 1).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seeds the forest and the random selection (any integer).")
+@click.option("--max-samples", type=click.IntRange(min=2), default=256, show_default=True,
+              help="Rows each tree of the forest is grown on (>= 2).")
+@click.option("--min-rows", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Rows a code needs for its own reference statistics (a median, a "
+                   "frequency); fewer use the next HS level up (>= 1).")
 @click.option("--labels", default=None, metavar="COLUMN",
               help="0/1 inspection-outcome column (e.g. is_fraud): also learn from outcomes.")
 @click.option("--revenue", default=None, metavar="COLUMN",
@@ -148,8 +153,8 @@ def generate(rows, seed, fraud_rate, output, force):
 @_encoding
 @_force
 @_errors
-def train(input, output, budget, lanes, random_share, trees, seed, labels, revenue, engine,
-          scheduler, sample_rows, columns, encoding, force):
+def train(input, output, budget, lanes, random_share, trees, seed, max_samples, min_rows,
+          labels, revenue, engine, scheduler, sample_rows, columns, encoding, force):
     """Fit a model on declarations and save the artifact."""
     from pathlib import Path
 
@@ -169,6 +174,7 @@ def train(input, output, budget, lanes, random_share, trees, seed, labels, reven
         train_dask = _dask("train_dask")
         summary = train_dask(input, output, columns=columns, budget=budget, lanes=lanes,
                              random_share=random_share, trees=trees, seed=seed,
+                             max_samples=max_samples, min_rows=min_rows,
                              scheduler=scheduler, sample_rows=sample_rows, force=force,
                              encoding=encoding)
         _note(f"trained on {summary.get('trained_on', summary.get('rows', 0)):,} declarations "
@@ -176,7 +182,8 @@ def train(input, output, budget, lanes, random_share, trees, seed, labels, reven
         _out(summary)
         return
     summary = train_file(input, output, columns=columns, budget=budget, lanes=lanes,
-                         random_share=random_share, trees=trees, seed=seed, encoding=encoding,
+                         random_share=random_share, trees=trees, seed=seed,
+                         max_samples=max_samples, min_rows=min_rows, encoding=encoding,
                          force=force, labels=labels, revenue=revenue)
     if summary["disabled_features"]:
         for name, cols in summary["disabled_features"].items():

@@ -59,7 +59,7 @@ from .io import (
     _real_encoding,
     read_header,
 )
-from .model import OUTPUT_COLUMNS, DeclarationModel
+from .model import OUTPUT_COLUMNS, DeclarationModel, build_model
 from .reasons import DEFAULT_EXPLAIN_TOP, as_codes, check_reasons_mode, explained_rows
 from .validate import REJECT_COLUMNS, _text, summarise_rejects, validate
 from .verdict import MANUAL_LANE
@@ -704,6 +704,7 @@ def _features(extras: tuple):
 
 def train_dask(input, output, *, columns=None, budget: float = 0.01, lanes=None,
                random_share: float = 0.0, trees: int = 200, seed: int = 0,
+               max_samples: int | str = 256, min_rows: int = 30,
                scheduler: str | None = None, sample_rows: int = DEFAULT_SAMPLE_ROWS,
                partition_rows: int = DEFAULT_PARTITION_ROWS, encoding: str = "utf-8",
                force: bool = False, processes: bool = True) -> dict:
@@ -792,10 +793,8 @@ def train_dask(input, output, *, columns=None, budget: float = 0.01, lanes=None,
     if valid is None or len(valid) < 2:
         raise SchemaError(f"INPUT {input}: {0 if valid is None else len(valid)} valid rows of "
                           f"{total}; training needs at least 2. {summarise_rejects(rej_head)}")
-    model = DeclarationModel(n_estimators=trees, budget=budget, lanes=lanes,
-                             random_share=random_share, seed=seed,
-                             extra_categorical=tuple(mapping.extra_categorical),
-                             extra_numeric=tuple(mapping.extra_numeric))
+    model = build_model(mapping, trees=trees, max_samples=max_samples, budget=budget,
+                        lanes=lanes, random_share=random_share, seed=seed, min_rows=min_rows)
     sampled = len(valid) < n_valid
     whole = None if counts is None else {"vocabs": vocabs, "counts": counts, "stats": stats,
                                          "rows": int(n_valid), "context": context}

@@ -24,7 +24,7 @@ import pandas as pd
 from . import verdict
 from .errors import InputError, SchemaError
 from .io import LIST_SEPARATOR, AtomicWriter, _read_ahead, csv_table, iter_tables, read_table
-from .model import DeclarationModel, load_model
+from .model import DeclarationModel, build_model, load_model
 from .reasons import DEFAULT_EXPLAIN_TOP, as_codes, check_reasons_mode, explained_rows
 from .schema import load_column_mapping
 from .validate import IdTracker, summarise_rejects, validate
@@ -64,6 +64,7 @@ def generate_file(output, *, rows: int, seed: int, fraud_rate: float = 0.01,
 
 def train_file(input, output, *, columns=None, budget: float = 0.01, lanes=None,
                random_share: float = 0.0, trees: int = 200, seed: int = 0,
+               max_samples: int | str = 256, min_rows: int = 30,
                encoding: str = "utf-8", force: bool = False, labels: str | None = None,
                revenue: str | None = None) -> dict:
     """Read a file, validate it, fit a model and save the artifact.
@@ -79,10 +80,8 @@ def train_file(input, output, *, columns=None, budget: float = 0.01, lanes=None,
     if len(res.valid) < 2:
         raise SchemaError(f"INPUT {input}: {len(res.valid)} valid rows of {len(df)}; training "
                           f"needs at least 2. {summarise_rejects(res.rejects)}")
-    model = DeclarationModel(n_estimators=trees, budget=budget, lanes=lanes,
-                             random_share=random_share, seed=seed,
-                             extra_categorical=mapping.extra_categorical,
-                             extra_numeric=mapping.extra_numeric)
+    model = build_model(mapping, trees=trees, max_samples=max_samples, budget=budget,
+                        lanes=lanes, random_share=random_share, seed=seed, min_rows=min_rows)
     model.fit(res.valid, validated=True, labels=labels, revenue=revenue)
     model.metadata_["training"]["rejected"] = int(len(res.rejects))
     model.metadata_["columns"] = mapping.to_obj()

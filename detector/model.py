@@ -47,8 +47,8 @@ from .verdict import (
     rank,
 )
 
-__all__ = ["DeclarationModel", "train", "load_model", "parse_lanes", "OUTPUT_COLUMNS",
-           "MIN_TRAINING_ROWS"]
+__all__ = ["DeclarationModel", "train", "build_model", "load_model", "parse_lanes",
+           "OUTPUT_COLUMNS", "MIN_TRAINING_ROWS"]
 
 OUTPUT_COLUMNS = ("declaration_id", "anomaly_score", "rank", "flagged", "lane",
                   "random_selected", "reasons")
@@ -134,7 +134,52 @@ class DeclarationModel:
         self.extra_categorical = extra_categorical
         self.extra_numeric = extra_numeric
 
+    # ---- parameters (scikit-learn's estimator contract) ---------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        """The parameters, read from ``__init__``'s signature: the one list (as
+        scikit-learn's BaseEstimator does; inheriting it would import scikit-learn on
+        the scoring path, which never needs it)."""
+        import inspect
+
+        return [p.name for p in inspect.signature(cls.__init__).parameters.values()
+                if p.name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Parameter names mapped to their values (``deep``: no sub-estimators here)."""
+        return {k: getattr(self, k) for k in self._param_names()}
+
+    def set_params(self, **params: Any) -> DeclarationModel:
+        """Set parameters by name; unknown names are refused (fitted state is kept until
+        the next ``fit``)."""
+        names = self._param_names()
+        bad = sorted(set(params) - set(names))
+        if bad:
+            raise ValueError(f"invalid parameter(s) {bad} for DeclarationModel; valid "
+                             f"parameters are {names}")
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
     # ---- training -----------------------------------------------------------------------
+    def _json_params(self, lanes: dict[str, float]) -> dict[str, Any]:
+        """The parameters as the artifact's metadata records them (JSON types; the lanes
+        as parsed)."""
+        out: dict[str, Any] = {}
+        for k, v in self.get_params().items():
+            if k == "lanes":
+                v = lanes
+            elif k in ("extra_categorical", "extra_numeric"):
+                v = list(v)
+            elif k == "max_samples":
+                v = v if isinstance(v, str) else float(v) if isinstance(v, float) else int(v)
+            elif k in ("budget", "random_share"):
+                v = float(v)
+            else:
+                v = int(v)
+            out[k] = v
+        return out
+
     def _check_params(self) -> None:
         if not 0.0 < float(self.budget) < 1.0:
             raise ValueError(f"budget must be in (0, 1), got {self.budget!r}")
@@ -201,15 +246,7 @@ class DeclarationModel:
                          "sha256": _fingerprint(valid), "seconds": round(time.time() - started, 3),
                          "trained_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                          "sklearn_version": sklearn.__version__},
-            "params": {"n_estimators": int(self.n_estimators),
-                       "max_samples": self.max_samples if isinstance(self.max_samples, str)
-                       else float(self.max_samples) if isinstance(self.max_samples, float)
-                       else int(self.max_samples),
-                       "budget": float(self.budget), "lanes": lanes,
-                       "random_share": float(self.random_share), "seed": int(self.seed),
-                       "min_rows": int(self.min_rows), "candidates": int(self.candidates),
-                       "extra_categorical": list(self.extra_categorical),
-                       "extra_numeric": list(self.extra_numeric)},
+            "params": self._json_params(lanes),
             "threshold": self.threshold_,
             "lane_thresholds": thresholds,
             "train_score_quantiles": {str(q): float(np.quantile(ranking, q))
@@ -521,10 +558,10 @@ class DeclarationModel:
     # ---- persistence --------------------------------------------------------------------
     def to_state(self) -> dict:
         self._check_fitted()
-        return {"params": {k: getattr(self, k) if not isinstance(getattr(self, k), Mapping)
-                           else dict(getattr(self, k))
-                           for k in ("n_estimators", "max_samples", "budget", "random_share",
-                                     "seed", "min_rows", "candidates")},
+        # lanes and the extras have their own entries (the parsed shares; lists).
+        p = self.get_params()
+        return {"params": {k: p[k] for k in p
+                           if k not in ("lanes", "extra_categorical", "extra_numeric")},
                 "extras": {"categorical": list(self.extra_categorical),
                            "numeric": list(self.extra_numeric)},
                 "lanes": dict(self.lane_thresholds_),
@@ -591,11 +628,24 @@ def train(df: pd.DataFrame, *, columns: ColumnMapping | Mapping | None = None,
     mapping = ColumnMapping.from_obj(columns)
     if columns is not None:
         df = apply_column_mapping(df, mapping)
-    model = DeclarationModel(n_estimators=trees, max_samples=max_samples, budget=budget,
-                             lanes=lanes, random_share=random_share, seed=seed,
-                             min_rows=min_rows, extra_categorical=mapping.extra_categorical,
-                             extra_numeric=mapping.extra_numeric)
+    model = build_model(mapping, trees=trees, max_samples=max_samples, budget=budget,
+                        lanes=lanes, random_share=random_share, seed=seed, min_rows=min_rows)
     return model.fit(df, labels=labels, revenue=revenue)
+
+
+def build_model(mapping: ColumnMapping | Mapping | None = None, *, trees: int = 200,
+                max_samples: int | str = 256, budget: float = 0.01,
+                lanes: Mapping[str, float] | str | None = None, random_share: float = 0.0,
+                seed: int = 0, min_rows: int = 30) -> DeclarationModel:
+    """An unfitted model from the training options as users name them (``trees`` is
+    ``n_estimators``) and the column mapping's extra columns: the one place they meet,
+    for :func:`train`, ``jobs.train_file``, ``distributed.train_dask`` and the backtest."""
+    mapping = ColumnMapping.from_obj(mapping)
+    return DeclarationModel(n_estimators=trees, max_samples=max_samples, budget=budget,
+                            lanes=lanes, random_share=random_share, seed=seed,
+                            min_rows=min_rows,
+                            extra_categorical=tuple(mapping.extra_categorical),
+                            extra_numeric=tuple(mapping.extra_numeric))
 
 
 

@@ -153,3 +153,45 @@ def test_cli_capacity_errors(model_path, frame_and_file, tmp_path):
                                   str(tmp_path / "o.csv"), "--capacity", "3",
                                   "--engine", "dask"])
     assert r.exit_code == 2 and "--capacity" in r.output
+
+
+# --- the estimator contract and the one model builder -----------------------------------
+
+
+def test_get_params_set_params_and_sklearn_clone(model):
+    from sklearn.base import clone
+
+    from detector.model import DeclarationModel
+
+    p = model.get_params()
+    assert list(p) == ["n_estimators", "max_samples", "budget", "lanes", "random_share", "seed",
+                       "min_rows", "candidates", "extra_categorical", "extra_numeric"]
+    c = clone(model)  # scikit-learn's own check: same parameters, unfitted
+    assert c.get_params() == p and not hasattr(c, "forest_")
+    m = DeclarationModel().set_params(n_estimators=7, budget=0.05)
+    assert (m.n_estimators, m.budget) == (7, 0.05)
+    with pytest.raises(ValueError, match=r"invalid parameter\(s\) \['trees'\]"):
+        m.set_params(trees=3)
+    # the artifact's metadata records every parameter, from the same list
+    assert list(model.metadata_["params"]) == list(p)
+
+
+def test_train_file_keeps_max_samples_and_min_rows(tmp_path, train_df):
+    import json
+
+    from detector.jobs import train_file
+
+    src = tmp_path / "t.csv"
+    train_df.head(3000).to_csv(src, index=False)
+    r = CliRunner().invoke(main, ["train", str(src), "-o", str(tmp_path / "m.joblib"),
+                                  "--trees", "5", "--max-samples", "64", "--min-rows", "12"])
+    assert r.exit_code == 0, r.output
+    import detector
+
+    m = detector.load_model(tmp_path / "m.joblib")
+    assert (m.max_samples, m.min_rows) == (64, 12)
+    assert m.features_.min_rows == 12 and m.metadata_["params"]["max_samples"] == 64
+    train_file(src, tmp_path / "d.joblib", trees=5)
+    d = detector.load_model(tmp_path / "d.joblib")
+    assert (d.max_samples, d.min_rows) == (256, 30)
+    assert json.loads(r.stdout)["trained_on"] == 3000

@@ -49,19 +49,19 @@ import pandas as pd
 from . import verdict
 from .errors import InputError, SchemaError
 from .io import (
-    _NA_TOKENS,
-    _TEXT_COLUMNS,
+    NA_TOKENS,
     READ_FORMATS,
+    TEXT_COLUMNS,
     AtomicWriter,
-    _decategorise,
-    _format_of,
-    _parquet_file,
-    _real_encoding,
+    decategorise,
+    format_of,
+    parquet_file,
     read_header,
+    real_encoding,
 )
 from .model import OUTPUT_COLUMNS, DeclarationModel, build_model
 from .reasons import DEFAULT_EXPLAIN_TOP, as_codes, check_reasons_mode, explained_rows
-from .validate import REJECT_COLUMNS, _text, summarise_rejects, validate
+from .validate import REJECT_COLUMNS, as_text, summarise_rejects, validate
 from .verdict import MANUAL_LANE
 
 __all__ = ["score_dask", "train_dask", "list_inputs", "DEFAULT_PARTITION_ROWS"]
@@ -108,7 +108,7 @@ def list_inputs(input: str | os.PathLike) -> list[Path]:
     keep = []
     for f in files:
         try:
-            _format_of(f, READ_FORMATS, "INPUT")
+            format_of(f, READ_FORMATS, "INPUT")
         except InputError:
             continue
         keep.append(f)
@@ -141,13 +141,13 @@ def _csv_splits(path: Path, target_bytes: int) -> list[tuple[int, int]]:
 def _pieces(files: Sequence[Path], mapping, encoding: str, partition_rows: int) -> list[_Piece]:
     pieces: list[_Piece] = []
     for f in files:
-        fmt = _format_of(f, READ_FORMATS, "INPUT")
+        fmt = format_of(f, READ_FORMATS, "INPUT")
         if fmt == "jsonl":
             raise InputError(f"INPUT {f}: JSON lines are not supported by the dask engine; "
                              "use Parquet or CSV (or --engine local)")
         names = tuple(read_header(f, mapping, encoding=encoding))
         if fmt == "parquet":
-            pf = _parquet_file(f)
+            pf = parquet_file(f)
             raw = tuple(pf.schema_arrow.names)
             groups: list[int] = []
             rows = 0
@@ -180,7 +180,7 @@ def _read_piece(piece: _Piece, columns: Sequence[str] | None = None) -> pd.DataF
     keep = None if columns is None else [n for n in names if n in set(columns)]
     p = Path(piece.path)
     if piece.fmt == "parquet":
-        pf = _parquet_file(p)
+        pf = parquet_file(p)
         raw_cols = None if keep is None else [r for r, n in zip(piece.raw_names, names,
                                                                   strict=True) if n in keep]
         try:
@@ -188,10 +188,10 @@ def _read_piece(piece: _Piece, columns: Sequence[str] | None = None) -> pd.DataF
         except Exception as exc:
             raise InputError(f"INPUT {p} is a corrupt Parquet file: {exc}") from None
         df.columns = names if keep is None else keep
-        return _decategorise(df)
-    enc = _real_encoding(piece.encoding)
-    dtype = {n: "str" for n in names if n in _TEXT_COLUMNS}
-    na_values = {n: list(_NA_TOKENS) for n in names if n not in _TEXT_COLUMNS}
+        return decategorise(df)
+    enc = real_encoding(piece.encoding)
+    dtype = {n: "str" for n in names if n in TEXT_COLUMNS}
+    na_values = {n: list(NA_TOKENS) for n in names if n not in TEXT_COLUMNS}
     kw: dict[str, Any] = dict(names=names, usecols=keep, index_col=False, dtype=dtype,
                               keep_default_na=False, na_values=na_values, encoding=enc,
                               skip_blank_lines=True)
@@ -246,7 +246,7 @@ def _facts(piece: _Piece) -> dict:
     from .features import DeclarationFeatures
 
     df = _read_piece(piece, _FACT_COLUMNS)
-    ids = _text(df["declaration_id"]) if "declaration_id" in df.columns else \
+    ids = as_text(df["declaration_id"]) if "declaration_id" in df.columns else \
         pd.Series(np.nan, index=df.index, dtype="str")
     present = ids.notna().to_numpy()
     from ._version import __version__
@@ -302,7 +302,7 @@ def _validate_global(df: pd.DataFrame, dups: tuple | None):
     is_dup[local_pos] = True
     res = validate(df.iloc[np.flatnonzero(~is_dup)])
     d = df.iloc[local_pos].copy()
-    ids = _text(d["declaration_id"])
+    ids = as_text(d["declaration_id"])
     # Placeholder ids (unique, present) so that only the other checks speak.
     d["declaration_id"] = [f"dup-{i}" for i in range(len(d))]
     other = validate(d).rejects.set_index("row_number")

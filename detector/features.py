@@ -26,7 +26,8 @@ import pandas as pd
 
 from .errors import NotFittedError, SchemaError
 
-__all__ = ["DeclarationFeatures", "FEATURES", "FeatureSpec"]
+__all__ = ["DeclarationFeatures", "FEATURES", "FeatureSpec", "DERIVED_FROM", "encode_against",
+           "factorize", "EXTRA_RARITY", "EXTRA_Z", "feature_spec"]
 
 LEVELS = ("hs", "hs6", "hs4", "hs2")
 _LEVEL_LEN = {"hs6": 6, "hs4": 4, "hs2": 2}
@@ -113,13 +114,13 @@ FEATURES: tuple[FeatureSpec, ...] = (
 # ratio (a 90% undervaluation) is isolated less readily than one mildly off on several.
 # Summary columns give such single strong deviations their own axes, one for mass and
 # one for value, so that both kinds of lie are cut often.
-_DERIVED_FROM = {
+DERIVED_FROM = {
     "strongest_mass_deviation": ("mass_per_unit_z", "mass_per_package_z", "tare_per_package_z",
                                  "measured_mass_z"),
     "strongest_value_deviation": ("value_per_kg_z", "value_per_unit_z", "value_vs_history_z"),
 }
-_DERIVED_FROM["strongest_deviation"] = (_DERIVED_FROM["strongest_mass_deviation"]
-                                        + _DERIVED_FROM["strongest_value_deviation"])
+DERIVED_FROM["strongest_deviation"] = (DERIVED_FROM["strongest_mass_deviation"]
+                                        + DERIVED_FROM["strongest_value_deviation"])
 # Document lies (rare earths in a glaze's composition, foreign words) are zero for nearly
 # every honest declaration, so a forest almost never finds a subsample where it can cut
 # on them. Folded into the overall summary, on the same scale as the z-scores (a 5% share
@@ -178,7 +179,7 @@ def _missing(v) -> bool:
     return isinstance(v, str) and not v.strip()
 
 
-def _factorize(values) -> tuple[np.ndarray, np.ndarray]:
+def factorize(values) -> tuple[np.ndarray, np.ndarray]:
     """Codes into the unique non-missing values (-1 when missing), and those values.
 
     Work on unique values is what makes the string features fast: descriptions, codes
@@ -213,10 +214,10 @@ def _factorize(values) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _vocab(values: np.ndarray) -> np.ndarray:
-    return np.sort(np.unique(_factorize(values)[1]))
+    return np.sort(np.unique(factorize(values)[1]))
 
 
-def _encode(vocab: np.ndarray, uniq: np.ndarray) -> np.ndarray:
+def encode_against(vocab: np.ndarray, uniq: np.ndarray) -> np.ndarray:
     """Position of each value in the sorted vocabulary; -1 when never seen."""
     if len(vocab) == 0 or len(uniq) == 0:
         return np.full(len(uniq), -1, dtype=np.int64)
@@ -225,8 +226,8 @@ def _encode(vocab: np.ndarray, uniq: np.ndarray) -> np.ndarray:
 
 
 def _codes(vocab: np.ndarray, values: np.ndarray) -> np.ndarray:
-    codes, uniq = _factorize(values)
-    enc = _encode(vocab, uniq)
+    codes, uniq = factorize(values)
+    enc = encode_against(vocab, uniq)
     return np.where(codes >= 0, enc[np.maximum(codes, 0)] if len(enc) else -1, -1)
 
 
@@ -428,7 +429,7 @@ def _days(values) -> np.ndarray:
     if np.issubdtype(getattr(values, "dtype", np.dtype(object)), np.datetime64):
         d = values.astype("datetime64[D]")
         return np.where(np.isnat(d), -1, d.astype(np.int64))
-    codes, uniq = _factorize(values)
+    codes, uniq = factorize(values)
     if len(uniq) == 0:
         return np.full(len(values), -1, np.int64)
     parsed = np.full(len(uniq), -1, np.int64)
@@ -519,7 +520,7 @@ class DeclarationFeatures:
         Counterfactual reasons change one base feature at a time; the summary must follow.
         """
         names = self.feature_names_
-        for derived, parts in _DERIVED_FROM.items():
+        for derived, parts in DERIVED_FROM.items():
             if derived in names:
                 base = [names.index(f) for f in parts if f in names]
                 # take(): one pass over the rows (fancy indexing on axis 1 is far slower).
@@ -620,7 +621,7 @@ class DeclarationFeatures:
                 return data[c]
         t = self.tables_
         r: dict[str, np.ndarray] = {}
-        hs_codes, hs_uniq = _factorize(get("hs_code"))
+        hs_codes, hs_uniq = factorize(get("hs_code"))
         hs_uniq = np.asarray([u.replace(".", "").replace(" ", "") for u in hs_uniq.tolist()],
                              dtype=str) if len(hs_uniq) else hs_uniq
         r["hs_u"], r["hs_uniq"] = hs_codes, hs_uniq
@@ -630,7 +631,7 @@ class DeclarationFeatures:
             if single:
                 r[lvl] = np.array([self._code_of(f"vocab_{lvl}", u[0]) if len(u) else -1])
                 continue
-            enc = _encode(t[f"vocab_{lvl}"], u)
+            enc = encode_against(t[f"vocab_{lvl}"], u)
             r[lvl] = np.where(hs_codes >= 0, enc[np.maximum(hs_codes, 0)] if len(enc) else -1,
                               -1)
         for c in _CATS:
@@ -694,7 +695,7 @@ class DeclarationFeatures:
             raw = get(c)
             # Factorised from the column itself: from the object array below, pandas
             # would first rebuild Arrow strings value by value.
-            r[f"{c}|f"] = _factorize(raw)
+            r[f"{c}|f"] = factorize(raw)
             r[c] = _objects(raw)
         r["day"] = _days(get("date"))
         return r
@@ -734,7 +735,7 @@ class DeclarationFeatures:
         """The sorted distinct values (codes, countries, traders, components, words) of a
         part of a dataset; the union over parts gives the whole dataset's."""
         v: dict[str, np.ndarray] = {}
-        _, hs_uniq = _factorize(df["hs_code"].to_numpy())
+        _, hs_uniq = factorize(df["hs_code"].to_numpy())
         hs_uniq = np.asarray([u.replace(".", "").replace(" ", "") for u in hs_uniq.tolist()],
                              dtype=str)
         v["vocab_hs"] = np.sort(np.unique(hs_uniq))
@@ -749,10 +750,10 @@ class DeclarationFeatures:
         for c in self.extra_categorical:
             v[f"vocab_x:{c}"] = _vocab(df[c])
         comp = df["composition"] if "composition" in df.columns else pd.Series([], dtype=object)
-        _, items = _explode(_factorize(comp)[1], _parse_composition)
+        _, items = _explode(factorize(comp)[1], _parse_composition)
         v["vocab_comp"] = np.sort(np.unique(np.asarray([n for n, _ in items], dtype=str)))
         desc = df["description"] if "description" in df.columns else pd.Series([], dtype=object)
-        _, toks = _explode(_factorize(desc)[1], _tokens)
+        _, toks = _explode(factorize(desc)[1], _tokens)
         v["vocab_tok"] = np.sort(np.unique(np.asarray(toks, dtype=str)))
         return v
 
@@ -987,7 +988,7 @@ class DeclarationFeatures:
             if len(owner):
                 grp = pd.DataFrame({"u": comp_codes[declares], "l": r[lvl][declares]})
                 grp = grp.groupby(["u", "l"]).size().reset_index(name="m")
-                items_df = pd.DataFrame({"u": owner, "c": _encode(t["vocab_comp"], names)})
+                items_df = pd.DataFrame({"u": owner, "c": encode_against(t["vocab_comp"], names)})
                 items_df = items_df.drop_duplicates()
                 j = grp.merge(items_df, on="u")
                 key = _pair(j["l"].to_numpy(), j["c"].to_numpy(), n_comp)
@@ -1002,7 +1003,7 @@ class DeclarationFeatures:
         r["re_share"] = np.where(declares, re_share_u[np.maximum(comp_codes, 0)] if len(
             re_share_u) else 0.0, np.nan)
         if declares.any():
-            comp_all = pd.Series(np.asarray(_encode(t["vocab_comp"], names)))
+            comp_all = pd.Series(np.asarray(encode_against(t["vocab_comp"], names)))
             mult = np.bincount(comp_codes[declares], minlength=len(comp_uniq))
             w = pd.DataFrame({"u": owner, "c": comp_all.to_numpy()}).drop_duplicates()
             w["m"] = mult[w["u"].to_numpy()]
@@ -1028,7 +1029,7 @@ class DeclarationFeatures:
         d_codes, d_uniq = r["description|f"]
         owner, toks = _explode(d_uniq, _tokens)
         has = d_codes >= 0
-        tok_code = _encode(t["vocab_tok"], np.asarray(toks, dtype=str)) if toks else \
+        tok_code = encode_against(t["vocab_tok"], np.asarray(toks, dtype=str)) if toks else \
             np.array([], np.int64)
         n_tok = len(t["vocab_tok"])
         items = pd.DataFrame({"u": owner, "c": tok_code})
@@ -1062,7 +1063,7 @@ class DeclarationFeatures:
 
     # ---- transform -------------------------------------------------------------------------
     def _code_of(self, vocab: str, value: str) -> int:
-        """Code of one value in a vocabulary (-1 when never seen), as ``_encode`` gives it.
+        """Code of one value in a vocabulary (-1 when never seen), as ``encode_against`` gives it.
 
         A single declaration would pay a numpy binary search over strings (~10 us) per
         column; a dict built once per vocabulary on first use answers in a fraction.
@@ -1271,7 +1272,7 @@ class DeclarationFeatures:
         if len(owner):
             # Items belong to unique texts; expand to rows (texts repeat across rows).
             rows, item = _expand(owner, len(comp_uniq), comp_codes)
-            c = _encode(t["vocab_comp"], name_uniq)[name_codes[item]]
+            c = encode_against(t["vocab_comp"], name_uniq)[name_codes[item]]
             p = pct[item]
             lvl_rows = self._level_choice(r, "comp|{lvl}|decl",
                                           declares.astype(float) if loo else None)
@@ -1329,7 +1330,7 @@ class DeclarationFeatures:
         for i, lvl in enumerate(LEVELS):
             lv_code = np.where(lvl_rows == i, r[lvl], lv_code)
         rows, item = _expand(owner, len(d_uniq), d_codes)
-        c = _encode(t["vocab_tok"], np.asarray(toks, str))[item]
+        c = encode_against(t["vocab_tok"], np.asarray(toks, str))[item]
         li = lvl_rows[rows]
         lc = lv_code[rows]
         freq = np.zeros(len(rows))
@@ -1462,7 +1463,7 @@ class DeclarationFeatures:
         z, det["history|med"] = self._price_history(r, loo)
         det["history|z"] = z
         cols["value_vs_history_z"] = np.sign(z) * np.log1p(np.abs(z))
-        for derived in _DERIVED_FROM:
+        for derived in DERIVED_FROM:
             cols[derived] = np.zeros(n)
         # Filled feature by feature into rows of the transpose (contiguous writes), then
         # laid out row-major once, as the forest reads it.

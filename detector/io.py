@@ -49,6 +49,13 @@ from .errors import InputError, SchemaError
 from .schema import REQUIRED, TEXT, ColumnMapping, rename_map
 
 __all__ = [
+    "NA_TOKENS",
+    "TEXT_COLUMNS",
+    "decategorise",
+    "format_of",
+    "parquet_file",
+    "real_encoding",
+    "read_ahead",
     "READ_FORMATS",
     "WRITE_FORMATS",
     "CSV_INJECTION_PREFIXES",
@@ -90,9 +97,9 @@ LIST_SEPARATOR = " | "
 # Text-like columns are read verbatim: the pandas default NA tokens include "NA", which is
 # Namibia's country code, and "" must stay distinguishable from a real value only in
 # numeric columns. Validation treats an empty/blank text cell as missing.
-_TEXT_COLUMNS: frozenset[str] = frozenset((*TEXT, "fraud_scheme"))
+TEXT_COLUMNS: frozenset[str] = frozenset((*TEXT, "fraud_scheme"))
 # pandas' default NA tokens, applied to the non-text (numeric / extra) columns only.
-_NA_TOKENS: tuple[str, ...] = (
+NA_TOKENS: tuple[str, ...] = (
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
     "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
 )
@@ -102,7 +109,7 @@ _DEFAULT_CHUNK_ROWS = 100_000
 # --------------------------------------------------------------------------- reading
 
 
-def _format_of(path: Path, formats: Mapping[str, str], what: str) -> str:
+def format_of(path: Path, formats: Mapping[str, str], what: str) -> str:
     name = path.name.lower()
     for suffix in sorted(formats, key=len, reverse=True):
         if name.endswith(suffix):
@@ -133,7 +140,7 @@ def _no_rows_error(path: Path) -> InputError:
     return InputError(f"INPUT {path} has a header but no data rows")
 
 
-def _real_encoding(encoding: str) -> str:
+def real_encoding(encoding: str) -> str:
     # "utf-8-sig" decodes plain UTF-8 too and drops a BOM that spreadsheets like to add.
     try:
         name = codecs.lookup(encoding).name
@@ -253,7 +260,7 @@ def _jsonl_header(path: Path, encoding: str) -> list[str]:
     raise _empty_error(path)
 
 
-def _parquet_file(path: Path) -> pq.ParquetFile:
+def parquet_file(path: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -273,16 +280,16 @@ def read_header(
     Raises :class:`SchemaError` on duplicate names or missing required columns.
     """
     p = Path(path)
-    fmt = _format_of(p, READ_FORMATS, "INPUT")
+    fmt = format_of(p, READ_FORMATS, "INPUT")
     _check_input_file(p)
     if p.stat().st_size == 0:
         raise _empty_error(p)
     if fmt == "parquet":
-        names = _unique_names(list(_parquet_file(p).schema_arrow.names))
+        names = _unique_names(list(parquet_file(p).schema_arrow.names))
     elif fmt == "jsonl":
-        names = _jsonl_header(p, _real_encoding(encoding))
+        names = _jsonl_header(p, real_encoding(encoding))
     else:
-        names = _csv_header(p, _real_encoding(encoding))
+        names = _csv_header(p, real_encoding(encoding))
         if len(names) == 1 and (";" in names[0] or "\t" in names[0]):
             sep = ";" if ";" in names[0] else "tab"
             raise SchemaError(
@@ -298,8 +305,8 @@ def read_header(
 
 def _iter_csv(path: Path, names: list[str], encoding: str, chunk_rows: int | None,
               usecols: list[str] | None = None):
-    dtype = {n: "str" for n in names if n in _TEXT_COLUMNS}
-    na_values = {n: list(_NA_TOKENS) for n in names if n not in _TEXT_COLUMNS}
+    dtype = {n: "str" for n in names if n in TEXT_COLUMNS}
+    na_values = {n: list(NA_TOKENS) for n in names if n not in TEXT_COLUMNS}
     try:
         reader = pd.read_csv(
             path,
@@ -440,7 +447,7 @@ def _parse_chunk(data: bytes, names: list[str], encoding: str, usecols: list[str
     # against it exactly as when it reads the whole file.
     read = dict(header=0, names=names, index_col=False, keep_default_na=False,
                 encoding=encoding, skip_blank_lines=True)
-    text = [n for n in (usecols or names) if n in _TEXT_COLUMNS]
+    text = [n for n in (usecols or names) if n in TEXT_COLUMNS]
     # hs_code looks numeric in every file: ask for text directly.
     df = pd.read_csv(BytesIO(data), usecols=usecols, dtype={"hs_code": "str"},
                      na_values={k: v for k, v in na_values.items()
@@ -460,7 +467,7 @@ _STR = pd.StringDtype(na_value=np.nan)
 
 
 @contextlib.contextmanager
-def _read_ahead(items: Iterator, depth: int = 1):
+def read_ahead(items: Iterator, depth: int = 1):
     """Iterate ``items`` in a background thread, at most ``depth`` items ahead.
 
     Parsing a chunk (pandas' C tokenizer, Arrow strings) mostly runs without the GIL,
@@ -527,7 +534,7 @@ _TEXT_THREADS = 2
 
 
 def _text_only(usecols: list[str] | None) -> bool:
-    return bool(usecols) and all(n in _TEXT_COLUMNS for n in usecols)
+    return bool(usecols) and all(n in TEXT_COLUMNS for n in usecols)
 
 
 def _text_chunk_bytes(pieces: list[bytes], names: list[str]) -> bytes:
@@ -590,7 +597,7 @@ def _text_frames(chunks: Iterator[tuple[list[bytes], int]], names: list[str],
                               names, usecols)
 
     try:
-        with _read_ahead(submitted(), depth=_TEXT_THREADS) as parses:
+        with read_ahead(submitted(), depth=_TEXT_THREADS) as parses:
             for parse in parses:
                 yield parse.result()
     finally:
@@ -600,7 +607,7 @@ def _text_frames(chunks: Iterator[tuple[list[bytes], int]], names: list[str],
 def _pandas_frames(header: bytes, chunks: Iterator[tuple[list[bytes], int]],
                    names: list[str], encoding: str,
                    usecols: list[str] | None) -> Iterator[pd.DataFrame]:
-    na_values = {n: list(_NA_TOKENS) for n in names if n not in _TEXT_COLUMNS}
+    na_values = {n: list(NA_TOKENS) for n in names if n not in TEXT_COLUMNS}
     for data, rows in chunks:
         with warnings.catch_warnings():
             # pandas only warns when a chunk's first line is too long (it could
@@ -709,7 +716,7 @@ def _bad_json_line(path: Path, block: list[str], first_line: int) -> InputError:
 
 
 def _iter_parquet(path: Path, chunk_rows: int | None, columns: list[str] | None = None):
-    pf = _parquet_file(path)
+    pf = parquet_file(path)
     try:
         if chunk_rows is None:
             yield pf.read(columns=columns).to_pandas()
@@ -720,7 +727,7 @@ def _iter_parquet(path: Path, chunk_rows: int | None, columns: list[str] | None 
         raise InputError(f"INPUT {path} is a corrupt Parquet file: {exc}") from None
 
 
-def _decategorise(df: pd.DataFrame) -> pd.DataFrame:
+def decategorise(df: pd.DataFrame) -> pd.DataFrame:
     # Parquet dictionary columns arrive as categoricals; downstream wants plain values.
     for name in df.columns[[isinstance(t, pd.CategoricalDtype) for t in df.dtypes]]:
         df[name] = df[name].astype(df[name].cat.categories.dtype)
@@ -735,9 +742,9 @@ def _iter(
     usecols: Iterable[str] | None = None,
 ) -> Iterator[pd.DataFrame]:
     p = Path(path)
-    fmt = _format_of(p, READ_FORMATS, "INPUT")
+    fmt = format_of(p, READ_FORMATS, "INPUT")
     names = read_header(p, mapping, encoding=encoding)
-    enc = _real_encoding(encoding)
+    enc = real_encoding(encoding)
     keep = None if usecols is None else [n for n in names if n in set(usecols)]
     if fmt == "csv":
         chunks = (_iter_csv(p, names, enc, chunk_rows, keep) if chunk_rows is None else
@@ -745,7 +752,7 @@ def _iter(
     elif fmt == "jsonl":
         chunks = _iter_jsonl(p, enc, chunk_rows)
     else:
-        raw = list(_parquet_file(p).schema_arrow.names)
+        raw = list(parquet_file(p).schema_arrow.names)
         chunks = _iter_parquet(p, chunk_rows, None if keep is None else
                                [r for r, n in zip(raw, names, strict=True) if n in keep])
     json_renames: dict[str, str] = {}
@@ -765,7 +772,7 @@ def _iter(
         if keep is not None:
             df = df[[c for c in keep if c in df.columns]]
         if fmt == "parquet":
-            df = _decategorise(df)
+            df = decategorise(df)
         if len(df) == 0:
             continue
         df.index = pd.RangeIndex(start, start + len(df))
@@ -1009,7 +1016,7 @@ class AtomicWriter:
 
     def __init__(self, path: str | os.PathLike[str], force: bool = False) -> None:
         self.path = Path(path)
-        self.format = _format_of(self.path, WRITE_FORMATS, "OUTPUT")
+        self.format = format_of(self.path, WRITE_FORMATS, "OUTPUT")
         self._file = _AtomicFile(self.path, force)
         self._columns: list[Any] | None = None
         self._pq_writer: pq.ParquetWriter | None = None

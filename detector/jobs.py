@@ -23,7 +23,7 @@ import pandas as pd
 
 from . import verdict
 from .errors import InputError, SchemaError
-from .io import LIST_SEPARATOR, AtomicWriter, _read_ahead, csv_table, iter_tables, read_table
+from .io import LIST_SEPARATOR, AtomicWriter, csv_table, iter_tables, read_ahead, read_table
 from .model import DeclarationModel, build_model, load_model
 from .reasons import DEFAULT_EXPLAIN_TOP, as_codes, check_reasons_mode, explained_rows
 from .schema import load_column_mapping
@@ -424,7 +424,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
         if on_total is not None:
             on_total(total)
         with AtomicWriter(spill, force=True) as spill_w, \
-                _read_ahead(validated()) as chunks:
+                read_ahead(validated()) as chunks:
             if workers > 1:
                 import multiprocessing as mp
                 import pickle

@@ -16,7 +16,7 @@ import functools
 
 import numpy as np
 
-from .features import _DERIVED_FROM, EXTRA_RARITY, EXTRA_Z, FEATURES, feature_spec
+from .features import DERIVED_FROM, EXTRA_RARITY, EXTRA_Z, FEATURES, feature_spec
 from .schema import UNKNOWN_COUNTRY
 
 __all__ = ["counterfactual_reasons", "reason_texts", "soft_notes", "MIN_DROP", "REASON_CODES",
@@ -116,7 +116,7 @@ NOTE_CODES = frozenset({"UNSEEN_COMMODITY", "UNSEEN_ORIGIN", "NET_MASS_ZERO", "V
 # A declaration dated more than this many days before the first or after the last training
 # date is noted: the references describe another period.
 DATE_MARGIN_DAYS = 365
-_DERIVED = frozenset(_DERIVED_FROM)
+_DERIVED = frozenset(DERIVED_FROM)
 class _Kinds(dict):
     def __missing__(self, name):  # extra agency columns get their kind from their prefix
         return feature_spec(name).kind

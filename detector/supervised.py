@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import NotFittedError, SchemaError
-from .features import _encode, _factorize
+from .features import encode_against, factorize
 
 __all__ = ["RiskProfiles", "PackedBoosting", "OutcomeModel", "BASE_KEYS"]
 
@@ -66,7 +66,7 @@ def _col(df: pd.DataFrame, name: str) -> np.ndarray:
 def _keys_of(df: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
     """Per row: code into ``uniq`` (-1 when missing), and the unique key strings."""
     if key in ("hs", "hs6", "hs4", "hs2"):
-        codes, uniq = _factorize(_col(df, "hs_code"))
+        codes, uniq = factorize(_col(df, "hs_code"))
         uniq = np.asarray([u.replace(".", "").replace(" ", "") for u in uniq.tolist()], dtype=str)
         if key != "hs":
             uniq = np.asarray([u[:_HS_LEN[key]] for u in uniq.tolist()], dtype=str)
@@ -76,8 +76,8 @@ def _keys_of(df: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
         lvl_uniq, inv = np.unique(uniq, return_inverse=True)
         return np.where(codes >= 0, inv[np.maximum(codes, 0)], -1), lvl_uniq.astype(str)
     if key == "route":
-        o_codes, o_uniq = _factorize(_col(df, "origin_country"))
-        d_codes, d_uniq = _factorize(_col(df, "dispatch_country"))
+        o_codes, o_uniq = factorize(_col(df, "origin_country"))
+        d_codes, d_uniq = factorize(_col(df, "dispatch_country"))
         ok = (o_codes >= 0) & (d_codes >= 0)
         if not ok.any():
             return np.full(len(df), -1, np.int64), np.array([], dtype=str)
@@ -88,7 +88,7 @@ def _keys_of(df: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
         text = np.asarray([f"{o_uniq[p // (len(d_uniq) + 1)]}>{d_uniq[p % (len(d_uniq) + 1)]}"
                            for p in up.tolist()], dtype=str)
         return codes, text
-    return _factorize(_col(df, key))
+    return factorize(_col(df, key))
 
 
 # --- risk profiles -------------------------------------------------------------------------
@@ -215,7 +215,7 @@ class RiskProfiles:
         self._check_fitted()
         t = self.tables_[key]
         codes, uniq = _keys_of(df, key)
-        enc = _encode(t["values"], uniq) if len(uniq) else np.array([], np.int64)
+        enc = encode_against(t["values"], uniq) if len(uniq) else np.array([], np.int64)
         pos = np.where(codes >= 0, enc[np.maximum(codes, 0)] if len(enc) else -1, -1)
         hit = pos >= 0
         p = np.maximum(pos, 0)

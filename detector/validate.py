@@ -50,6 +50,7 @@ from .schema import (
 )
 
 __all__ = [
+    "as_text",
     "REJECT_COLUMNS",
     "ValidationResult",
     "IdTracker",
@@ -217,7 +218,7 @@ def _num_show(values: np.ndarray) -> pd.Series:
     return pd.Series(np.asarray(values, dtype="float64").astype(str).astype(object), dtype=object)
 
 
-def _text(s: pd.Series) -> pd.Series:
+def as_text(s: pd.Series) -> pd.Series:
     """Any column as ``str`` dtype, stripped, with empty/blank as missing."""
     if pd.api.types.is_float_dtype(s.dtype):
         # 123.0 (an id stored as float because of a missing value) should read "123".
@@ -237,7 +238,7 @@ def _numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     if pd.api.types.is_numeric_dtype(s.dtype):
         values = s.to_numpy(dtype="float64", na_value=np.nan)
         return values, np.zeros(len(s), dtype=bool)
-    t = _text(s)
+    t = as_text(s)
     parsed = pd.to_numeric(t, errors="coerce")
     values = pd.Series(parsed).to_numpy(dtype="float64", na_value=np.nan)
     junk = t.notna().to_numpy() & np.isnan(values)
@@ -262,7 +263,7 @@ def _row_numbers(index: pd.Index) -> np.ndarray:
 def _check_ids(
     df: pd.DataFrame, fails: _Failures, rows: np.ndarray, seen_ids: IdTracker | None
 ) -> pd.Series:
-    ids = _text(df["declaration_id"])
+    ids = as_text(df["declaration_id"])
     missing = ids.isna().to_numpy()
     fails.add("declaration_id", missing, "declaration_id is missing")
     present = ~missing
@@ -296,7 +297,7 @@ def _check_hs(s: pd.Series, fails: _Failures) -> pd.Series:
             numeric = kinds.isin((int, float, np.integer, np.floating, np.int64, np.float64)).to_numpy()
         else:
             numeric = np.zeros(n, dtype=bool)
-        text = _text(s.where(~numeric) if numeric.any() else s)
+        text = as_text(s.where(~numeric) if numeric.any() else s)
         float_like = text.str.fullmatch(r"[0-9]+\.0").to_numpy(dtype=bool, na_value=False)
         numeric = numeric | float_like
     missing = ~numeric & text.isna().to_numpy()
@@ -343,7 +344,7 @@ def _check_hs(s: pd.Series, fails: _Failures) -> pd.Series:
 
 
 def _check_country(df: pd.DataFrame, name: str, required: bool, fails: _Failures) -> pd.Series:
-    t = _text(df[name]).str.upper()
+    t = as_text(df[name]).str.upper()
     t = t.mask(t.isin(_UNKNOWN_SPELLINGS), UNKNOWN_COUNTRY)
     missing = t.isna().to_numpy()
     if required:
@@ -363,7 +364,7 @@ def _check_number(
     v, junk = _numbers(s)
     failed = junk.copy()
     if junk.any():
-        fails.add(name, junk, f"{name} is not a number: " + _show(_text(s)[junk]))
+        fails.add(name, junk, f"{name} is not a number: " + _show(as_text(s)[junk]))
     missing = np.isnan(v) & ~junk
     if rule.required:
         fails.add(name, missing, f"{name} is missing")
@@ -400,7 +401,7 @@ def _check_date(s: pd.Series, fails: _Failures) -> pd.Series:
         shown = s.astype("str")
         bad = np.zeros(len(s), dtype=bool)
     else:
-        t = _text(s)
+        t = as_text(s)
         shown = t
         # Dates repeat (a few hundred distinct in a chunk): parse each distinct text once.
         codes, uniq = pd.factorize(t)
@@ -434,7 +435,7 @@ def _labels(df: pd.DataFrame) -> dict[str, pd.Series]:
         if pd.api.types.is_numeric_dtype(s.dtype):
             v = s.to_numpy(dtype="float64", na_value=np.nan)
         else:
-            t = _text(s).str.lower()
+            t = as_text(s).str.lower()
             words = t.map({"true": 1.0, "yes": 1.0, "y": 1.0, "false": 0.0, "no": 0.0, "n": 0.0})
             v = pd.Series(pd.to_numeric(t, errors="coerce")).to_numpy("float64", na_value=np.nan)
             w = words.to_numpy(dtype="float64", na_value=np.nan)
@@ -445,7 +446,7 @@ def _labels(df: pd.DataFrame) -> dict[str, pd.Series]:
         v, _ = _numbers(df["revenue"])
         out["revenue"] = pd.Series(np.where(np.isfinite(v), v, np.nan), index=df.index)
     if "fraud_scheme" in df.columns:
-        out["fraud_scheme"] = _text(df["fraud_scheme"])
+        out["fraud_scheme"] = as_text(df["fraud_scheme"])
     return out
 
 
@@ -549,18 +550,18 @@ def validate(df: pd.DataFrame, *, seen_ids: IdTracker | None = None) -> Validati
     if "date" in df.columns:
         conv["date"] = _check_date(df["date"], fails)
     if "unit" in df.columns:
-        t = _text(df["unit"])
+        t = as_text(df["unit"])
         # normalise_unit is a Python function: call it once per distinct value only.
         folded = {u: normalise_unit(u) for u in t.dropna().unique()}
         conv["unit"] = t.map(folded).astype("str")
     if "transport_mode" in df.columns:
-        conv["transport_mode"] = _text(df["transport_mode"]).str.lower()
+        conv["transport_mode"] = as_text(df["transport_mode"]).str.lower()
     for name in _UPPER_CODES:
         if name in df.columns:
-            conv[name] = _text(df[name]).str.upper()
+            conv[name] = as_text(df[name]).str.upper()
     for name in _FREE_TEXT:
         if name in df.columns:
-            conv[name] = _text(df[name])
+            conv[name] = as_text(df[name])
     conv.update(_labels(df))
 
     rejects = _rejects(fails, rows, ids)

@@ -10,7 +10,7 @@ import pytest
 
 from detector import jobs, reasons
 from detector.errors import InputError
-from detector.io import _read_ahead
+from detector.io import read_ahead
 from detector.validate import IdTracker, validate
 
 
@@ -27,7 +27,7 @@ def _items(log: list, n: int, fail_at: int | None = None):
 
 def test_read_ahead_yields_every_item_in_order_from_another_thread():
     log: list = []
-    with _read_ahead(_items(log, 50)) as items:
+    with read_ahead(_items(log, 50)) as items:
         got = list(items)
     assert got == list(range(50))
     assert {e[2] for e in log if e[0] == "made"} == {"detector-read-ahead"}
@@ -36,7 +36,7 @@ def test_read_ahead_yields_every_item_in_order_from_another_thread():
 
 def test_read_ahead_makes_at_most_depth_items_not_yet_taken():
     log: list = []
-    with _read_ahead(_items(log, 30), depth=1) as items:
+    with read_ahead(_items(log, 30), depth=1) as items:
         for taken, i in enumerate(items, start=1):
             time.sleep(0.002)  # let the thread run ahead if it could
             made = sum(1 for e in log if e[0] == "made")
@@ -49,7 +49,7 @@ def test_read_ahead_raises_the_producers_error_at_its_item():
     log: list = []
     got = []
     with pytest.raises(ValueError, match="bad item 3"):
-        with _read_ahead(_items(log, 10, fail_at=3)) as items:
+        with read_ahead(_items(log, 10, fail_at=3)) as items:
             for i in items:
                 got.append(i)
     assert got == [0, 1, 2]  # everything before the error arrives first
@@ -59,7 +59,7 @@ def test_read_ahead_raises_the_producers_error_at_its_item():
 def test_read_ahead_stops_the_thread_when_the_consumer_leaves_early():
     log: list = []
     before = threading.active_count()
-    with _read_ahead(_items(log, 10_000)) as items:
+    with read_ahead(_items(log, 10_000)) as items:
         for i in items:
             if i == 2:
                 break
@@ -73,7 +73,7 @@ def test_read_ahead_stops_the_thread_when_the_consumer_leaves_early():
 def test_read_ahead_consumer_error_stops_the_producer():
     log: list = []
     with pytest.raises(KeyError):
-        with _read_ahead(_items(log, 10_000)) as items:
+        with read_ahead(_items(log, 10_000)) as items:
             next(items)
             raise KeyError("consumer failed")
     assert log[-1] == ("closed",)

@@ -288,10 +288,10 @@ def _warnings(h: Mapping[str, Any]) -> list[str]:
     drift = h["drift"]
     if drift.get("available"):
         bad = [t for t in drift["top"] if t["level"] == "significant"]
+        warn.extend(f"drift in {t['feature']} (PSI {t['psi']:.2f} > {PSI_SIGNIFICANT}): "
+                    f"{t['sentence']}" for t in bad)
         more = sum(1 for v in drift["psi"].values() if v > PSI_SIGNIFICANT) - len(bad)
-        if bad:
-            warn.append("drift: " + "; ".join(f"{t['feature']} PSI {t['psi']:.2f}: "
-                                               f"{t['sentence']}" for t in bad)
-                        + (f"; and {more} more feature(s) above {PSI_SIGNIFICANT}"
-                           if more > 0 else ""))
+        if more > 0:
+            warn.append(f"drift in {more} more feature(s) with PSI > {PSI_SIGNIFICANT}: "
+                        "see the summary's health.drift.psi")
     return warn

@@ -280,6 +280,11 @@ def score(model, input, output, chunk_rows, threads, workers, engine, scheduler,
               f"{cap['moved']:,} moved to {cap['moved_to']}")
     if summary.get("rejects_summary"):
         _note(summary["rejects_summary"])
+    health = summary.get("health") or {}
+    for text in health.get("warnings", ()):
+        _note(f"WARNING: {text}")
+    if health and not health["drift"].get("available"):
+        _note(f"health: no drift section: {health['drift']['why']}")
     _out(summary)
 
 
@@ -369,17 +374,20 @@ def explain(model, input, declaration_id, as_json, columns, encoding):
               help="Number of flagged declarations listed with their reasons (>= 0).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="HTML file (self-contained: plots inlined, no network).")
+@click.option("--summary", "summary", type=click.Path(dir_okay=False), default=None,
+              help="The JSON summary `detector score` printed for SCORED: its batch health "
+                   "(drift per feature) goes into the report.")
 @_columns
 @_encoding
 @_force
 @_errors
-def report(model, scored, labels, top, output, columns, encoding, force):
+def report(model, scored, labels, top, output, summary, columns, encoding, force):
     """Write an HTML risk report from the output of `detector score`."""
     from .report import write_report
 
     _note(f"building report from {scored}" + (f" and {labels}" if labels else ""))
     summary = write_report(model, scored, output, labels=labels, top=top, force=force,
-                           columns=columns, encoding=encoding)
+                           columns=columns, encoding=encoding, summary=summary)
     _note(f"report: {summary['scored']:,} scored, {summary['rejected']:,} rejected, "
           f"{summary['flagged']:,} flagged, {summary['images']} plots; wrote {output} "
           f"({summary['bytes'] / 1024:,.0f} kB) in {summary['seconds']:.1f} s")

@@ -133,13 +133,15 @@ class _Part(NamedTuple):
     # top get the codes once the rank is known.
     by_top: np.ndarray
     by_top_codes: list
+    drift: np.ndarray | None  # the chunk's drift bin counts (detector.health)
 
 
 def _score_part(model: DeclarationModel, valid: pd.DataFrame, context,
                 spill_columns: list[str] | None, rejects: pd.DataFrame | None = None,
                 reasons: str = "officer", explain_top: int = DEFAULT_EXPLAIN_TOP) -> _Part:
-    scored = model.score_valid(valid, context, reasons=reasons, explain_top=explain_top) \
-        if len(valid) else None
+    drift: list[np.ndarray] = []
+    scored = model.score_valid(valid, context, reasons=reasons, explain_top=explain_top,
+                               drift=drift) if len(valid) else None
     top_ids = np.zeros(0, dtype=np.int64)
     if reasons == "officer" and scored is not None:
         _, top_mask = explained_rows(reasons, (scored["lane"] == "green").to_numpy(),
@@ -162,7 +164,8 @@ def _score_part(model: DeclarationModel, valid: pd.DataFrame, context,
         data = csv_table(scored[spill_columns].reset_index(drop=True))
     return _Part(scored[model.rank_column].to_numpy(), data,
                  scored["lane"].array, int(scored["flagged"].sum()),
-                 scored["random_selected"].to_numpy(dtype=bool), by_top, by_top_codes)
+                 scored["random_selected"].to_numpy(dtype=bool), by_top, by_top_codes,
+                 drift[0] if drift else None)
 
 
 def _worker_init(model_state: bytes, context, spill_columns, reasons="officer",
@@ -401,6 +404,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     by_top: dict[int, list[str]] = {}
     picked_parts: list[np.ndarray] = []  # only with a capacity (1 byte a row)
     flagged = random_selected = 0
+    drift = None  # drift bin counts, summed over the chunks (integers: any chunking)
     rej_w.__enter__()
     pool = None
     try:
@@ -450,7 +454,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
             pending: deque = deque()
 
             def drain(keep: int) -> None:
-                nonlocal n_out, flagged, random_selected
+                nonlocal n_out, flagged, random_selected, drift
                 while len(pending) > keep:
                     fut, n_chunk = pending.popleft()
                     part = fut.result() if pool is not None and fut is not None else fut
@@ -461,6 +465,8 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                             csv_spill.add(part.data)
                         flagged += part.flagged
                         random_selected += int(part.picked.sum())
+                        if part.drift is not None:
+                            drift = part.drift if drift is None else drift + part.drift
                         if capacity is not None:
                             picked_parts.append(part.picked)
                         # Lanes as small codes (1 byte a row) for the summary's counts.
@@ -514,6 +520,12 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
         # Rows that had sentences for their chunk's top but are outside the file's.
         recode = {p: c for p, c in by_top.items() if rank[p] > explain_top}
         lane_all = np.concatenate(lane_codes) if lane_codes else np.zeros(0, dtype=np.int8)
+        # Health looks at the model's own verdicts, before a capacity cap moves any.
+        per_lane = np.bincount(lane_all, minlength=len(lane_names))
+        health = model.health(drift, n_scored=n_scored, flagged=flagged,
+                              lanes={name: int(c) for name, c in
+                                     zip(lane_names, per_lane, strict=True)
+                                     if name != MANUAL_LANE})
         cap = None
         if capacity is not None:
             limit = verdict.parse_capacity(capacity, n_scored)
@@ -580,6 +592,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
         summary["capacity"] = cap
     if rejects_frames:
         summary["rejects_summary"] = summarise_rejects(pd.concat(rejects_frames))
+    summary["health"] = health
     return summary
 
 

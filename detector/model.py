@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import NotFittedError, SchemaError
-from .features import DeclarationFeatures
+from .features import FEATURES, DeclarationFeatures
 from .forest import PackedForest
+from .health import batch_health, bin_counts, reference_bins
 from .reasons import (
     DEFAULT_EXPLAIN_TOP,
     FEATURE_MEANING,
@@ -225,6 +226,9 @@ class DeclarationModel:
         train_scores = forest.anomaly_score(X)
         self.features_ = features
         self.forest_ = forest
+        # Drift references (detector.health): where each feature's training values fall.
+        self.health_reference_ = reference_bins(
+            X, features.feature_names_, {f.name: f.kind for f in FEATURES})
         ranking = train_scores
         outcome_meta = None
         if labels is not None:
@@ -308,7 +312,8 @@ class DeclarationModel:
                       random_share=self.random_share)
 
     def score_valid(self, valid: pd.DataFrame, context=None, reasons: str = "officer",
-                    explain_top: int = DEFAULT_EXPLAIN_TOP) -> pd.DataFrame:
+                    explain_top: int = DEFAULT_EXPLAIN_TOP,
+                    drift: list | None = None) -> pd.DataFrame:
         """Score rows that passed validation; no rank (that needs the whole batch).
 
         ``context`` carries batch-wide facts (parcel bursts) when a file is scored in
@@ -316,12 +321,17 @@ class DeclarationModel:
         :data:`detector.reasons.REASON_MODES` ("officer": sentences outside the green
         lane, on random selections and on the top ``explain_top`` of these rows; codes
         elsewhere. "all": sentences everywhere. "codes": codes everywhere).
+        ``drift``: a list to which the rows' drift bin counts are appended
+        (:func:`detector.health.bin_counts`; nothing for a model without references).
         """
         self._check_fitted()
         check_reasons_mode(reasons, explain_top)
         if context is None:
             context = DeclarationFeatures.burst_context(valid)
         X, det = self.features_.transform_details(valid, context)
+        ref = getattr(self, "health_reference_", None)
+        if drift is not None and ref is not None:
+            drift.append(bin_counts(ref, X))
         scores = self.forest_.anomaly_score(X)
         extra: dict[str, np.ndarray] = {}
         ranking = scores
@@ -375,6 +385,18 @@ class DeclarationModel:
                     *OUTPUT_COLUMNS[2:])
         return OUTPUT_COLUMNS
 
+    def health(self, drift: np.ndarray | None, *, n_scored: int, flagged: int,
+               lanes: Mapping[str, int]) -> dict:
+        """The ``health`` section of a batch's summary (:func:`detector.health.batch_health`)
+        from its summed drift counts, flagged count and lane counts before any capacity."""
+        ref = getattr(self, "health_reference_", None)
+        n_train = self.metadata_.get("training", {}).get("rows") if ref is None else None
+        return batch_health(ref, drift if ref is not None else None, n_scored=n_scored,
+                            flagged=flagged, lanes=lanes, budget=float(self.budget),
+                            lane_shares=parse_lanes(self.lanes, self.budget),
+                            random_share=float(self.random_share), n_train=n_train,
+                            meanings=FEATURE_MEANING)
+
     def manual_rows(self, rejects: pd.DataFrame) -> pd.DataFrame:
         """Rejected rows as scored rows of lane ``manual``: no score, not flagged, the
         reject reason as their reason; indexed by input position (``row_number - 1``)."""
@@ -413,7 +435,13 @@ class DeclarationModel:
         df = df.reset_index(drop=True)
         res = validate(df)
         limit = parse_capacity(capacity, len(res.valid))
-        scored = self.score_valid(res.valid, reasons=reasons, explain_top=explain_top)
+        drift: list[np.ndarray] = []
+        scored = self.score_valid(res.valid, reasons=reasons, explain_top=explain_top,
+                                  drift=drift)
+        lane_counts = scored["lane"].value_counts()
+        health = self.health(drift[0] if drift else None, n_scored=len(scored),
+                             flagged=int(scored["flagged"].sum()),
+                             lanes={str(k): int(v) for k, v in lane_counts.items()})
         out = pd.DataFrame(index=df.index)
         ids = df["declaration_id"] if "declaration_id" in df.columns else pd.Series(
             [None] * len(df), index=df.index)
@@ -452,6 +480,7 @@ class DeclarationModel:
         status = np.full(len(df), "scored", dtype=object)
         status[rej["row_number"].to_numpy(dtype=np.int64) - 1] = "rejected"
         out["status"] = status
+        out.attrs["health"] = health
         return out
 
     def score_one(self, record: Mapping[str, Any], context: dict | None = None,
@@ -570,6 +599,7 @@ class DeclarationModel:
                 "features": self.features_.to_state(),
                 "forest": self.forest_.to_state(),
                 "train_scores_sample": self._train_scores_sample,
+                "health": getattr(self, "health_reference_", None),
                 "outcome": (self.outcome_.to_state()
                             if getattr(self, "outcome_", None) is not None else None)}
 
@@ -585,6 +615,9 @@ class DeclarationModel:
         self.forest_ = PackedForest.from_state(state["forest"])
         self._train_scores_sample = np.asarray(state["train_scores_sample"])
         self.metadata_ = dict(metadata or {})
+        if state.get("health") is not None:  # older files have none: no drift section
+            self.health_reference_ = _checked_reference(state["health"],
+                                                        self.features_.feature_names_)
         if state.get("outcome"):
             from .supervised import OutcomeModel
 
@@ -614,6 +647,18 @@ class DeclarationModel:
 
 
 
+
+
+def _checked_reference(ref: Mapping, names: list[str]) -> dict:
+    """Drift references from a model file, checked against the model's features."""
+    edges, counts = np.asarray(ref["edges"], dtype=np.float64), np.asarray(ref["counts"])
+    if list(ref["features"]) != list(names) or edges.shape[0] != len(names) or \
+            counts.shape != (len(names), edges.shape[1] + 2):
+        raise SchemaError(f"model file is inconsistent: drift references for "
+                          f"{len(ref['features'])} features with counts of shape "
+                          f"{counts.shape}, the feature builder makes {len(names)}")
+    return {"features": list(names), "edges": edges, "counts": counts.astype(np.int64),
+            "rows": int(ref["rows"])}
 
 
 def train(df: pd.DataFrame, *, columns: ColumnMapping | Mapping | None = None,

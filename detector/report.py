@@ -427,15 +427,62 @@ def _lane_note(model, params: Mapping[str, Any], n_random: int) -> str:
             f"{_num(n_random)} random selections here.</p>")
 
 
+def _health_section(model, df: pd.DataFrame, health: Mapping[str, Any] | None) -> str:
+    """Batch health (:mod:`detector.health`): the score summary's section when given,
+    else the flagged and lane shares recomputed from the scored file (no drift: the
+    report has no access to the batch's features)."""
+    note = ""
+    if health is None:
+        health = model.health(None, n_scored=len(df), flagged=int(df["flagged"].sum()),
+                              lanes={str(k): int(v) for k, v in
+                                     df["lane"].value_counts().items()})
+        note = ('<p class="note">Shares recomputed from the scored file (lanes as written, '
+                "after any capacity cap). Drift per feature needs the batch's features: "
+                "it is in the <code>health</code> section of the JSON summary that "
+                "<code>detector score</code> prints.</p>")
+    parts = ["<h2>Batch health</h2>"]
+    warnings = list(health.get("warnings", ()))
+    parts.append("<ul>" + "".join(f"<li><b>warning:</b> {_e(w)}</li>" for w in warnings)
+                 + "</ul>" if warnings else "<p>No warning: the flagged and lane shares are "
+                 "within sampling noise and no feature drifts past the threshold.</p>")
+
+    def row(what: str, c: Mapping[str, Any]) -> list[str]:
+        ok = {True: "yes", False: "<b>no</b>", None: "too few rows"}[c["within_noise"]]
+        return [_e(what), _num(c["count"]), _pct(c["share"]), _pct(c["expected"]),
+                f"{_pct(c['low'])} to {_pct(c['high'])}", ok]
+
+    rows = [row("flagged", health["flagged"])] + [
+        row(f"lane {name}", c) for name, c in health["lanes"].items()]
+    parts.append(_table(["", "declarations", "share", "expected", "sampling noise allows",
+                         "within"], rows, numeric={1, 2, 3}))
+    parts.append(f'<p class="note">Rule: {_e(health["rule"])}.</p>' + note)
+    drift = health.get("drift") or {}
+    if drift.get("available"):
+        top = drift.get("top") or []
+        if top:
+            parts.append("<h3>Drifting features (" + _e(drift["measure"]) + ")</h3>"
+                         + _table(["feature", "PSI", "level", "what changed"],
+                                  [[_e(t["feature"]), f"{t['psi']:.3f}", _e(t["level"]),
+                                    _e(t["sentence"])] for t in top], numeric={1}))
+        else:
+            parts.append(f"<p>No feature has a PSI above {drift['thresholds']['moderate']}."
+                         "</p>")
+    elif health is not None and not note:
+        parts.append(f'<p class="note">No drift section: {_e(drift.get("why", ""))}</p>')
+    return "".join(parts)
+
+
 def build_report(model, scored_df: pd.DataFrame, rejects_count: int,
                  inputs_df: pd.DataFrame | None = None, top: int = 50, *,
                  title: str = "Customs declaration risk report",
-                 sources: Mapping[str, str] | None = None) -> str:
+                 sources: Mapping[str, str] | None = None,
+                 health: Mapping[str, Any] | None = None) -> str:
     """The HTML report as one string (see the module docstring for what it holds).
 
     ``scored_df`` has the columns of ``detector score`` (see :func:`read_scored`);
     ``inputs_df`` (optional) the original or labelled declarations, joined on
-    ``declaration_id``; ``top`` the number of flagged declarations listed.
+    ``declaration_id``; ``top`` the number of flagged declarations listed; ``health``
+    the ``health`` section of the score summary (else recomputed, without drift).
     """
     if int(top) < 0:
         raise ValueError(f"top must be >= 0, got {top}")
@@ -502,6 +549,7 @@ def build_report(model, scored_df: pd.DataFrame, rejects_count: int,
                  + _table(["lane", "declarations", "share", "chosen by rank",
                            "chosen at random"], lane_rows, numeric={1, 2, 3, 4})
                  + _lane_note(model, params, n_random) + "</div><div><h3>Model</h3>" + _kv(meta) + "</div></div>")
+    parts.append(_health_section(model, df, health))
     if has_inputs:
         parts.append(f'<p class="note">INPUT joined on declaration_id: {_num(n_joined)} of '
                      f'{_num(n_scored)} scored rows found; labelled rows: '
@@ -623,8 +671,11 @@ def build_report(model, scored_df: pd.DataFrame, rejects_count: int,
 def write_report(model_path: str | os.PathLike, scored_path: str | os.PathLike,
                  output: str | os.PathLike, labels: str | os.PathLike | None = None,
                  top: int = 50, force: bool = False, *, columns=None,
-                 encoding: str = "utf-8") -> dict:
+                 encoding: str = "utf-8", summary: str | os.PathLike | None = None) -> dict:
     """Read the model, the scored file (+ its rejects) and optional INPUT; write the HTML.
+
+    ``summary``: the JSON summary ``detector score`` printed for this file; its ``health``
+    section (with drift) goes into the report, else the shares are recomputed.
 
     The output is written atomically and is not overwritten unless ``force``. Returns a
     summary dict (what the CLI prints).
@@ -649,7 +700,18 @@ def write_report(model_path: str | os.PathLike, scored_path: str | os.PathLike,
     sources = {"model": os.fspath(model_path), "scored": os.fspath(scored_path)}
     if labels is not None:
         sources["input"] = os.fspath(labels)
-    text = build_report(model, scored, n_rejected, inputs, top=top, sources=sources)
+    health = None
+    if summary is not None:
+        import json
+
+        try:
+            health = json.loads(Path(summary).read_text(encoding="utf-8"))["health"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"SUMMARY {summary}: not a `detector score` JSON summary with "
+                             f"a health section ({type(exc).__name__}: {exc})") from None
+        sources["summary"] = os.fspath(summary)
+    text = build_report(model, scored, n_rejected, inputs, top=top, sources=sources,
+                        health=health)
     atomic_write_text(out, text, force=force)
     return {"output": str(out), "rows": int(len(scored) + n_rejected),
             "scored": int(len(scored)), "rejected": n_rejected,

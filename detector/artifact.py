@@ -589,6 +589,38 @@ def _check_meta(node: Any, where: str) -> None:
 # --------------------------------------------------------------------------- #
 # public reading API
 # --------------------------------------------------------------------------- #
+# Every model file is a pickle of protocol 2 or later, which starts with the PROTO opcode.
+# Anything else (a CSV, a text file, Parquet: often two arguments swapped) is named for
+# what it looks like instead of being reported as a damaged model.
+_PICKLE_START = b"\x80"
+_SIGNATURES = ((b"PAR1", "a Parquet file"), (b"\x1f\x8b", "a gzip-compressed file"),
+               (b"PK\x03\x04", "a zip archive (an Excel workbook?)"))
+
+
+def _not_a_model(data: bytes, where: str) -> ArtifactError:
+    kind = next((what for magic, what in _SIGNATURES if data.startswith(magic)), None)
+    if kind is None:
+        try:
+            head = data[:4096].decode("utf-8", errors="strict" if len(data) <= 4096 else
+                                      "ignore")
+        except UnicodeDecodeError:
+            head = None
+        first = next((line.strip() for line in (head or "").splitlines() if line.strip()), "")
+        if head is None or "\x00" in head:
+            kind = "binary data of another kind"
+        elif first.startswith(("{", "[")):
+            kind = "JSON text"
+        elif any(sep in first for sep in (",", ";", "\t", "|")):
+            kind = f"a CSV file (first line {first[:60]!r})"
+        else:
+            kind = "a text file"
+        # "ignore" keeps a multi-byte character cut at 4096 bytes from hiding text
+    return ArtifactError(
+        f"{where} is not a customs-detector model file: it looks like {kind}. Were two "
+        "arguments swapped? The model file comes first, then the declarations: "
+        "detector score|evaluate|explain MODEL INPUT")
+
+
 def _read_envelope(path: str | os.PathLike[str]) -> tuple[dict, str]:
     """Read, safely unpickle and validate the envelope (not the payload hash)."""
     p = Path(path)
@@ -601,6 +633,8 @@ def _read_envelope(path: str | os.PathLike[str]) -> tuple[dict, str]:
         raise ArtifactError(f"cannot read model file {where}: {exc}") from exc
     if not data:
         raise CorruptArtifactError(f"model file {where} is corrupted: it is empty")
+    if data[:1] != _PICKLE_START:
+        raise _not_a_model(data, where)
     envelope = _restricted_loads(data, where, "envelope")
     del data  # the payload bytes now live in the envelope; free the file copy
     if type(envelope) is not dict or envelope.get("magic") != MAGIC:

@@ -74,9 +74,37 @@ def _share(name: str):
     return convert
 
 
-_columns = click.option("--columns", "columns", type=click.Path(dir_okay=False),
-                        help="JSON file mapping your column names to the contract's: flat "
-                             "{\"their name\": \"canonical name\"} or structured.")
+_columns_option = click.option(
+    "--columns", "columns", type=click.Path(dir_okay=False),
+    help="JSON file mapping your column names to the contract's: flat "
+         "{\"their name\": \"canonical name\"} or structured (which may also give the "
+         "CSV separator and decimal mark).")
+_sep_option = click.option(
+    "--sep", type=click.Choice([",", ";", "tab", "pipe"]), default=None,
+    help="CSV field separator. Default: the mapping's, else detected from the header line.")
+_decimal_option = click.option(
+    "--decimal", type=click.Choice([".", ","]), default=None,
+    help="Decimal mark of numbers in CSV input (',' for 12,5). Default: the mapping's, else '.'.")
+
+
+def _columns(fn):
+    """--columns, --sep and --decimal, handed to the job as one column mapping (the
+    agency's file as it is written: names, separator, decimal mark)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, sep=None, decimal=None, columns=None, **kwargs):
+        if sep is not None or decimal is not None:
+            from .errors import SchemaError
+            from .schema import load_column_mapping
+
+            mapping = load_column_mapping(columns)
+            try:
+                columns = mapping.with_dialect(sep, decimal)
+            except SchemaError as exc:  # options that contradict each other: usage error
+                raise click.UsageError(str(exc).removeprefix("options: ")) from None
+        return fn(*args, columns=columns, **kwargs)
+
+    return _columns_option(_sep_option(_decimal_option(_errors(wrapper))))
 _encoding = click.option("--encoding", default="utf-8", show_default=True,
                          help="Text encoding of CSV/JSON input (e.g. latin-1).")
 _force = click.option("--force", is_flag=True,

@@ -53,6 +53,7 @@ from .io import (
     READ_FORMATS,
     TEXT_COLUMNS,
     AtomicWriter,
+    csv_dialect,
     decategorise,
     format_of,
     parquet_file,
@@ -86,6 +87,8 @@ class _Piece:
     start: int = 0  # CSV: first byte (0 = the header is in this piece)
     end: int = -1  # CSV: one past the last byte (-1 = end of file)
     encoding: str = "utf-8"
+    sep: str = ","  # CSV: the dialect, from detector.io.csv_dialect
+    decimal: str = "."
 
 
 def list_inputs(input: str | os.PathLike) -> list[Path]:
@@ -166,9 +169,11 @@ def _pieces(files: Sequence[Path], mapping, encoding: str, partition_rows: int) 
             with open(f, "rb") as fh:  # bytes per row from the first megabyte
                 head = fh.read(1 << 20)
             per_row = max(len(head) / max(head.count(b"\n"), 1), 1.0)
+            dialect = csv_dialect(f, encoding, mapping)
             for a, b in _csv_splits(f, max(int(per_row * partition_rows), 1 << 16)):
                 pieces.append(_Piece(str(f), fmt, names, names, start=a, end=b,
-                                     encoding=encoding))
+                                     encoding=encoding, sep=dialect.sep,
+                                     decimal=dialect.decimal))
     return pieces
 
 
@@ -194,7 +199,7 @@ def _read_piece(piece: _Piece, columns: Sequence[str] | None = None) -> pd.DataF
     na_values = {n: list(NA_TOKENS) for n in names if n not in TEXT_COLUMNS}
     kw: dict[str, Any] = dict(names=names, usecols=keep, index_col=False, dtype=dtype,
                               keep_default_na=False, na_values=na_values, encoding=enc,
-                              skip_blank_lines=True)
+                              skip_blank_lines=True, sep=piece.sep, decimal=piece.decimal)
     try:
         if piece.start == 0 and piece.end == -1:
             df = pd.read_csv(p, header=0, compression="infer", **kw)

@@ -264,8 +264,10 @@ def batch_health(reference: Mapping[str, Any] | None, counts: np.ndarray | None,
         "lanes": {name: share_check(int(lanes.get(name, 0)), n_scored, e, n_train)
                   for name, e in expected.items()},
     }
-    if reference is None or counts is None:
+    if reference is None:
         out["drift"] = {"available": False, "why": NO_REFERENCE}
+    elif counts is None or n_scored == 0:
+        out["drift"] = {"available": False, "why": "no row of this batch could be scored"}
     else:
         out["drift"] = _drift(reference, counts, n_scored, meanings or {})
     out["warnings"] = _warnings(out)

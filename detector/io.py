@@ -33,6 +33,7 @@ import warnings
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from io import BytesIO, StringIO
 from itertools import islice
 from pathlib import Path
@@ -46,7 +47,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .errors import InputError, SchemaError
-from .schema import REQUIRED, TEXT, ColumnMapping, rename_map
+from .schema import CSV_SEPARATORS, REQUIRED, TEXT, ColumnMapping, rename_map
 
 __all__ = [
     "NA_TOKENS",
@@ -63,6 +64,8 @@ __all__ = [
     "read_table",
     "iter_tables",
     "read_header",
+    "CsvDialect",
+    "csv_dialect",
     "AtomicWriter",
     "write_table",
     "csv_table",
@@ -105,6 +108,13 @@ NA_TOKENS: tuple[str, ...] = (
 )
 _DEFAULT_CHUNK_ROWS = 100_000
 
+@dataclass(frozen=True)
+class CsvDialect:
+    """How a CSV file is written: field separator and decimal mark."""
+
+    sep: str = ","
+    decimal: str = "."
+
 
 # --------------------------------------------------------------------------- reading
 
@@ -114,9 +124,13 @@ def format_of(path: Path, formats: Mapping[str, str], what: str) -> str:
     for suffix in sorted(formats, key=len, reverse=True):
         if name.endswith(suffix):
             return formats[suffix]
+    hint = ""
+    if what == "INPUT" and name.endswith(".joblib"):
+        hint = ("; this looks like a model file: were two arguments swapped? The model file "
+                "comes first, then the declarations")
     raise InputError(
         f"{what} {path}: unknown file type; supported extensions are "
-        f"{', '.join(formats)}"
+        f"{', '.join(formats)}{hint}"
     )
 
 
@@ -205,12 +219,12 @@ def _unique_names(names: list[str]) -> list[str]:
     return [n if n.strip() else f"unnamed_{i + 1}" for i, n in enumerate(names)]
 
 
-def _csv_header(path: Path, encoding: str) -> list[str]:
+def _csv_header(path: Path, encoding: str, sep: str = ",") -> list[str]:
     # The csv module sees the header exactly as written; pandas would silently rename a
     # duplicate "x" to "x.1", which is the bug we must report.
     try:
         with _open_text(path, encoding) as fh:
-            for record in csv.reader(fh):
+            for record in csv.reader(fh, delimiter=sep):
                 if record and any(cell.strip() for cell in record):
                     return _unique_names(record)
     except UnicodeDecodeError:
@@ -220,6 +234,64 @@ def _csv_header(path: Path, encoding: str) -> list[str]:
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"INPUT {path} cannot be read: {exc}") from None
     raise _empty_error(path)
+
+
+def _first_line(path: Path, encoding: str) -> str:
+    try:
+        with _open_text(path, encoding) as fh:
+            for line in fh:
+                if line.strip():
+                    return line
+    except UnicodeDecodeError:
+        raise _encoding_error(path, encoding) from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"INPUT {path} cannot be read: {exc}") from None
+    raise _empty_error(path)
+
+
+def _fields(line: str, sep: str) -> int:
+    return len(next(csv.reader([line], delimiter=sep), []))
+
+
+def csv_dialect(path: str | os.PathLike[str], encoding: str = "utf-8",
+                mapping: ColumnMapping | Mapping[str, Any] | None = None) -> CsvDialect:
+    """The separator and decimal mark to read a CSV file with: the mapping's
+    (:class:`~detector.schema.ColumnMapping` ``sep``/``decimal``), the separator detected
+    from the header line when the mapping does not give one.
+
+    Detection takes the one of ``, ; tab |`` that splits the header into the most
+    fields (the comma when they tie), as spreadsheet programs guess; with decimal commas
+    the comma is not a candidate.
+    """
+    m = ColumnMapping.from_obj(mapping)
+    sep, decimal = m.sep, m.decimal
+    p = Path(path)
+    if sep is None:
+        line = _first_line(p, real_encoding(encoding))
+        counts = {s: _fields(line, s) for s in dict.fromkeys(CSV_SEPARATORS.values())}
+        # max() keeps the first of equal counts: the comma, listed first, wins ties.
+        found = max(counts, key=counts.__getitem__)
+        if decimal == "," and found == ",":
+            found = max((s for s in counts if s != ","), key=counts.__getitem__)
+            if counts[found] == 1:
+                raise InputError(
+                    f"INPUT {p}: with decimal commas the fields must be separated by ';', "
+                    "tab or '|', but the header line holds none of them; pass --sep")
+        return CsvDialect(found, decimal)
+    return CsvDialect(sep, decimal)
+
+
+def _separator_hint(path: Path, names: list[str], dialect: CsvDialect) -> None:
+    # Only reached when --sep was given: detection would have split such a header.
+    if len(names) != 1:
+        return
+    for name, real in CSV_SEPARATORS.items():
+        if real != dialect.sep and real in names[0]:
+            shown = "tab" if real == "\t" else real
+            raise SchemaError(
+                f"INPUT {path}: the header has a single column {names[0][:60]!r} when split "
+                f"by {dialect.sep!r}; the file seems to be separated by {shown!r}: pass "
+                f"--sep {name!r}, or leave --sep out to detect it")
 
 
 def _jsonl_header(path: Path, encoding: str) -> list[str]:
@@ -277,6 +349,7 @@ def read_header(
 ) -> list[str]:
     """The canonical column names of a file, checked, without reading its data.
 
+    A CSV file is read with :func:`csv_dialect` (the mapping's separator, or detected).
     Raises :class:`SchemaError` on duplicate names or missing required columns.
     """
     p = Path(path)
@@ -289,13 +362,9 @@ def read_header(
     elif fmt == "jsonl":
         names = _jsonl_header(p, real_encoding(encoding))
     else:
-        names = _csv_header(p, real_encoding(encoding))
-        if len(names) == 1 and (";" in names[0] or "\t" in names[0]):
-            sep = ";" if ";" in names[0] else "tab"
-            raise SchemaError(
-                f"INPUT {p}: the header has a single column {names[0][:60]!r}; the file seems "
-                f"to be separated by {sep!r}, but only comma-separated CSV is supported"
-            )
+        dialect = csv_dialect(p, encoding, mapping)
+        names = _csv_header(p, real_encoding(encoding), dialect.sep)
+        _separator_hint(p, names, dialect)
     try:
         renames = rename_map(names, mapping)
     except SchemaError as exc:
@@ -304,7 +373,7 @@ def read_header(
 
 
 def _iter_csv(path: Path, names: list[str], encoding: str, chunk_rows: int | None,
-              usecols: list[str] | None = None):
+              usecols: list[str] | None = None, dialect: CsvDialect = CsvDialect()):
     dtype = {n: "str" for n in names if n in TEXT_COLUMNS}
     na_values = {n: list(NA_TOKENS) for n in names if n not in TEXT_COLUMNS}
     try:
@@ -313,6 +382,8 @@ def _iter_csv(path: Path, names: list[str], encoding: str, chunk_rows: int | Non
             header=0,
             names=names,
             usecols=usecols,
+            sep=dialect.sep,
+            decimal=dialect.decimal,
             # Without this, a line with one field too many would shift the first column
             # into the index instead of failing.
             index_col=False,
@@ -442,11 +513,12 @@ def _csv_byte_chunks(fh: IO[bytes], chunk_rows: int) -> Iterator[tuple[list[byte
 
 
 def _parse_chunk(data: bytes, names: list[str], encoding: str, usecols: list[str] | None,
-                 na_values: dict) -> pd.DataFrame:
+                 na_values: dict, dialect: CsvDialect) -> pd.DataFrame:
     # ``data`` starts with the header line, so that pandas checks each line's field count
     # against it exactly as when it reads the whole file.
     read = dict(header=0, names=names, index_col=False, keep_default_na=False,
-                encoding=encoding, skip_blank_lines=True)
+                encoding=encoding, skip_blank_lines=True, sep=dialect.sep,
+                decimal=dialect.decimal)
     text = [n for n in (usecols or names) if n in TEXT_COLUMNS]
     # hs_code looks numeric in every file: ask for text directly.
     df = pd.read_csv(BytesIO(data), usecols=usecols, dtype={"hs_code": "str"},
@@ -537,15 +609,15 @@ def _text_only(usecols: list[str] | None) -> bool:
     return bool(usecols) and all(n in TEXT_COLUMNS for n in usecols)
 
 
-def _text_chunk_bytes(pieces: list[bytes], names: list[str]) -> bytes:
+def _text_chunk_bytes(pieces: list[bytes], names: list[str], sep: str) -> bytes:
     # Arrow takes a quoted field left open at the end of the data as closed there, where
     # pandas fails ("EOF inside string"). A row of empty cells after the data tells: an
     # open quote swallows it, and the row count no longer matches.
-    return b"".join([*pieces, b"\n" + b"," * (len(names) - 1) + b"\n"])
+    return b"".join([*pieces, b"\n" + sep.encode() * (len(names) - 1) + b"\n"])
 
 
 def _parse_text_chunk(data: bytes, rows: int, names: list[str],
-                      usecols: list[str]) -> pd.DataFrame:
+                      usecols: list[str], sep: str) -> pd.DataFrame:
     """``data`` (from :func:`_text_chunk_bytes`) parsed by Arrow, or _Unsupported."""
     if np.frombuffer(data, dtype=np.uint8).max(initial=0) >= 0x80:
         # pandas decodes every cell, Arrow only the columns it keeps: a bad byte elsewhere
@@ -559,7 +631,8 @@ def _parse_text_chunk(data: bytes, rows: int, names: list[str],
         # records are exactly the cutter's (threads work on different chunks instead).
         read_options=pacsv.ReadOptions(column_names=names, use_threads=False,
                                        block_size=len(data) + 1),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True),
+        parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True,
+                                         ignore_empty_lines=True),
         convert_options=pacsv.ConvertOptions(
             include_columns=usecols, column_types=dict.fromkeys(usecols, pa.string()),
             null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False),
@@ -575,7 +648,7 @@ def _parse_text_chunk(data: bytes, rows: int, names: list[str],
 
 
 def _text_frames(chunks: Iterator[tuple[list[bytes], int]], names: list[str],
-                 usecols: list[str]) -> Iterator[pd.DataFrame]:
+                 usecols: list[str], sep: str) -> Iterator[pd.DataFrame]:
     """The chunks parsed by :func:`_parse_text_chunk`, in order.
 
     The read-ahead thread cuts the file (numpy, mostly without the GIL) and hands each
@@ -593,8 +666,8 @@ def _text_frames(chunks: Iterator[tuple[list[bytes], int]], names: list[str],
 
     def submitted():
         for pieces, rows in chunks:
-            yield pool.submit(_parse_text_chunk, _text_chunk_bytes(pieces, names), rows,
-                              names, usecols)
+            yield pool.submit(_parse_text_chunk, _text_chunk_bytes(pieces, names, sep), rows,
+                              names, usecols, sep)
 
     try:
         with read_ahead(submitted(), depth=_TEXT_THREADS) as parses:
@@ -605,8 +678,8 @@ def _text_frames(chunks: Iterator[tuple[list[bytes], int]], names: list[str],
 
 
 def _pandas_frames(header: bytes, chunks: Iterator[tuple[list[bytes], int]],
-                   names: list[str], encoding: str,
-                   usecols: list[str] | None) -> Iterator[pd.DataFrame]:
+                   names: list[str], encoding: str, usecols: list[str] | None,
+                   dialect: CsvDialect) -> Iterator[pd.DataFrame]:
     na_values = {n: list(NA_TOKENS) for n in names if n not in TEXT_COLUMNS}
     for data, rows in chunks:
         with warnings.catch_warnings():
@@ -614,14 +687,14 @@ def _pandas_frames(header: bytes, chunks: Iterator[tuple[list[bytes], int]],
             # be an index column); in the whole file that line is an error.
             warnings.simplefilter("error", pd.errors.ParserWarning)
             df = _parse_chunk(b"".join([header, *data]), names, encoding, usecols,
-                              na_values)
+                              na_values, dialect)
         if len(df) != rows:  # the cutter and pandas disagree on what a row is
             raise _Unsupported
         yield df
 
 
 def _iter_csv_fast(path: Path, names: list[str], encoding: str, chunk_rows: int,
-                   usecols: list[str] | None = None):
+                   usecols: list[str] | None, dialect: CsvDialect):
     yielded = 0
     try:
         if encoding != "utf-8-sig":
@@ -631,10 +704,11 @@ def _iter_csv_fast(path: Path, names: list[str], encoding: str, chunk_rows: int,
             (header,), _ = next(chunks)
             head = header.decode("utf-8-sig")
             # read_header skips a line of empty cells (",,,"), pandas would not.
-            if not any(cell.strip() for cell in next(csv.reader(StringIO(head)), [])):
+            cells = next(csv.reader(StringIO(head), delimiter=dialect.sep), [])
+            if not any(cell.strip() for cell in cells):
                 raise _Unsupported
-            frames = (_text_frames(chunks, names, usecols) if _text_only(usecols) else
-                      _pandas_frames(header, chunks, names, encoding, usecols))
+            frames = (_text_frames(chunks, names, usecols, dialect.sep) if _text_only(usecols)
+                      else _pandas_frames(header, chunks, names, encoding, usecols, dialect))
             with contextlib.closing(frames):
                 for df in frames:
                     yielded += 1
@@ -644,7 +718,7 @@ def _iter_csv_fast(path: Path, names: list[str], encoding: str, chunk_rows: int,
     except (_Unsupported, StopIteration, pd.errors.ParserWarning, UnicodeDecodeError, ValueError, OSError, EOFError, zlib.error,
             csv.Error, pd.errors.ParserError, pd.errors.EmptyDataError, pa.ArrowException):
         # The pandas reader reproduces the rows already yielded (same cuts): skip them.
-        for i, df in enumerate(_iter_csv(path, names, encoding, chunk_rows, usecols)):
+        for i, df in enumerate(_iter_csv(path, names, encoding, chunk_rows, usecols, dialect)):
             if i >= yielded:
                 yield df
 
@@ -747,8 +821,9 @@ def _iter(
     enc = real_encoding(encoding)
     keep = None if usecols is None else [n for n in names if n in set(usecols)]
     if fmt == "csv":
-        chunks = (_iter_csv(p, names, enc, chunk_rows, keep) if chunk_rows is None else
-                  _iter_csv_fast(p, names, enc, chunk_rows, keep))
+        dialect = csv_dialect(p, encoding, mapping)
+        chunks = (_iter_csv(p, names, enc, chunk_rows, keep, dialect) if chunk_rows is None
+                  else _iter_csv_fast(p, names, enc, chunk_rows, keep, dialect))
     elif fmt == "jsonl":
         chunks = _iter_jsonl(p, enc, chunk_rows)
     else:
@@ -812,6 +887,7 @@ def read_table(
     encoding: str = "utf-8",
 ) -> pd.DataFrame:
     """Read a whole CSV / Parquet / JSON-lines file with canonical column names.
+
 
     Text columns (ids, codes, dates, free text) are strings exactly as written ("030490"
     keeps its zero, "NA" stays Namibia); numeric columns are parsed by pandas and may come

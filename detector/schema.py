@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ __all__ = [
     "UNKNOWN_COUNTRY",
     "UNKNOWN_COUNTRY_SPELLINGS",
     "UNIT_ALIASES",
+    "CSV_SEPARATORS",
+    "DECIMAL_MARKS",
     "ColumnMapping",
     "load_column_mapping",
     "apply_column_mapping",
@@ -139,11 +141,15 @@ class ColumnMapping:
 
     ``columns`` renames their columns to canonical ones; ``extra_categorical`` and
     ``extra_numeric`` name agency-specific fields that the model may use as features.
+    ``sep`` and ``decimal`` say how the agency's CSV exports are written (structured
+    form: ``"csv": {"sep": ";", "decimal": ","}``); ``sep`` None means detect it.
     """
 
     columns: Mapping[str, str] = field(default_factory=dict)
     extra_categorical: tuple[str, ...] = ()
     extra_numeric: tuple[str, ...] = ()
+    sep: str | None = None
+    decimal: str = "."
 
     @classmethod
     def from_obj(cls, obj: Any, source: str = "mapping") -> ColumnMapping:
@@ -155,13 +161,16 @@ class ColumnMapping:
             raise SchemaError(
                 f"{source}: a column mapping must be a JSON object, got {type(obj).__name__}"
             )
-        structured = {"columns", "extra_categorical", "extra_numeric"}
+        structured = {"columns", "extra_categorical", "extra_numeric", "csv"}
+        dialect: Any = {}
         if "columns" in obj and set(obj) <= structured:
             columns = obj.get("columns") or {}
             extra_cat = tuple(obj.get("extra_categorical") or ())
             extra_num = tuple(obj.get("extra_numeric") or ())
+            dialect = obj.get("csv") or {}
         else:
             columns, extra_cat, extra_num = obj, (), ()
+        sep, decimal = _dialect(dialect, source)
         if not isinstance(columns, Mapping):
             raise SchemaError(f"{source}: 'columns' must be an object of their name -> ours")
         bad = {k: v for k, v in columns.items() if not isinstance(v, str) or v not in CANONICAL}
@@ -183,18 +192,50 @@ class ColumnMapping:
             raise SchemaError(
                 f"{source}: a column cannot be both categorical and numeric: {sorted(overlap)}"
             )
-        return cls(dict(columns), extra_cat, extra_num)
+        return cls(dict(columns), extra_cat, extra_num, sep, decimal)
 
     def to_obj(self) -> dict[str, Any]:
-        return {
+        obj: dict[str, Any] = {
             "columns": dict(self.columns),
             "extra_categorical": list(self.extra_categorical),
             "extra_numeric": list(self.extra_numeric),
         }
+        if self.sep is not None or self.decimal != ".":
+            obj["csv"] = {"sep": self.sep, "decimal": self.decimal}
+        return obj
+
+    def with_dialect(self, sep: str | None = None, decimal: str | None = None) -> ColumnMapping:
+        """This mapping with the CSV separator and/or decimal mark given (None: keep)."""
+        sep, decimal = _dialect({"sep": self.sep if sep is None else sep,
+                                 "decimal": self.decimal if decimal is None else decimal},
+                                "options")
+        return replace(self, sep=sep, decimal=decimal)
 
     @property
     def extra_columns(self) -> tuple[str, ...]:
         return (*self.extra_categorical, *self.extra_numeric)
+
+
+# The CSV field separators an agency's export may use, by the name given on the command
+# line or in a mapping file ("tab" because a tab is awkward to type in a shell).
+CSV_SEPARATORS: Mapping[str, str] = {",": ",", ";": ";", "tab": "\t", "\t": "\t", "|": "|",
+                                     "pipe": "|"}
+DECIMAL_MARKS: tuple[str, ...] = (".", ",")
+
+
+def _dialect(obj: Any, source: str) -> tuple[str | None, str]:
+    if not isinstance(obj, Mapping) or set(obj) - {"sep", "decimal"}:
+        raise SchemaError(f"{source}: 'csv' must be an object with keys 'sep' and/or 'decimal'")
+    sep, decimal = obj.get("sep"), obj.get("decimal") or "."
+    if sep is not None and sep not in CSV_SEPARATORS:
+        raise SchemaError(f"{source}: separator {sep!r} is not supported; use one of "
+                          f"{', '.join(repr(k) for k in CSV_SEPARATORS)}")
+    if decimal not in DECIMAL_MARKS:
+        raise SchemaError(f"{source}: decimal mark {decimal!r} is not supported; use '.' or ','")
+    if sep is not None and CSV_SEPARATORS[sep] == decimal:
+        raise SchemaError(f"{source}: the separator and the decimal mark cannot both be "
+                          f"{decimal!r}; files with decimal commas are usually separated by ';'")
+    return (None if sep is None else CSV_SEPARATORS[sep]), decimal
 
 
 def load_column_mapping(path: str | Path | Mapping | ColumnMapping | None) -> ColumnMapping:

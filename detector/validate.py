@@ -202,6 +202,11 @@ class _Failures:
         self.any |= mask
 
 
+# "12,5" in a numeric column: a file written with decimal commas, read without --decimal.
+_DECIMAL_COMMA = r"\s*[-+]?\d+,\d+\s*"
+_COMMA_HINT = " (a decimal comma? read the file with --decimal ,)"
+
+
 def _show(values: Any) -> pd.Series:
     """Bad values as a reason shows them: quoted, short, one line, no '; ' separators."""
     s = pd.Series(np.asarray(values, dtype=object), dtype=object).astype(str)
@@ -364,7 +369,10 @@ def _check_number(
     v, junk = _numbers(s)
     failed = junk.copy()
     if junk.any():
-        fails.add(name, junk, f"{name} is not a number: " + _show(as_text(s)[junk]))
+        text = as_text(s)[junk]
+        hint = np.where(text.str.fullmatch(_DECIMAL_COMMA).fillna(False).to_numpy(bool),
+                        _COMMA_HINT, "")
+        fails.add(name, junk, (f"{name} is not a number: " + _show(text)).to_numpy() + hint)
     missing = np.isnan(v) & ~junk
     if rule.required:
         fails.add(name, missing, f"{name} is missing")
@@ -609,6 +617,9 @@ def summarise_rejects(rejects: pd.DataFrame, max_examples: int = 3) -> str:
         lines.append(
             f"{column}: {count} row{'s' if count != 1 else ''} - {kind} (e.g. {examples[key]})"
         )
+    if rejects["reason"].astype("str").str.contains(_COMMA_HINT, regex=False).any():
+        lines.append("numbers are written with a decimal comma (12,5): read the file with "
+                     "--decimal , (and --sep if needed)")
     return "\n".join(lines)
 
 
@@ -707,7 +718,8 @@ def check_record(record: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
             clean[name] = float("nan")
             continue
         except (TypeError, ValueError):
-            problems.append((name, f"{name} is not a number: '{str(v)[:40]}'"))
+            hint = _COMMA_HINT if re.fullmatch(_DECIMAL_COMMA, str(v)) else ""
+            problems.append((name, f"{name} is not a number: '{str(v)[:40]}'{hint}"))
             clean[name] = float("nan")
             continue
         ok = True

@@ -468,6 +468,30 @@ def test_not_a_model_file(tmp_path: Path) -> None:
         read_meta(path)
 
 
+@pytest.mark.parametrize("data, kind", [
+    (b"declaration_id,hs_code,origin_country\nD1,030490,CN\n", "a CSV file (first line"),
+    (b"declaration_id;hs_code\r\nD1;030490\r\n", "a CSV file"),
+    (b"# notes\nnothing here\n", "a text file"),
+    (b'{"declaration_id": "D1"}\n', "JSON text"),
+    (b"PAR1\x15\x04\x15", "a Parquet file"),
+    (b"\x1f\x8b\x08\x00junk", "a gzip-compressed file"),
+    (b"PK\x03\x04\x14\x00", "a zip archive"),
+    (bytes(range(1, 256)), "binary data of another kind"),
+    ("é".encode() * 3000, "a text file"),  # a character cut at the 4 KB sniffing limit
+])
+def test_a_file_that_is_no_model_is_named_for_what_it_is(tmp_path: Path, data: bytes,
+                                                         kind: str) -> None:
+    path = tmp_path / "model.joblib"
+    path.write_bytes(data)
+    for reader in (load_artifact, read_meta):
+        with pytest.raises(ArtifactError) as e:
+            reader(path)
+        assert not isinstance(e.value, CorruptArtifactError)  # not "corrupted"
+        assert "not a customs-detector model file" in str(e.value)
+        assert f"it looks like {kind}" in str(e.value)
+        assert "arguments swapped" in str(e.value)
+
+
 # --------------------------------------------------------------------------- #
 # corruption
 # --------------------------------------------------------------------------- #

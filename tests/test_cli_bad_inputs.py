@@ -156,7 +156,6 @@ def _make_input(tmp: Path, kind: str) -> tuple[Path, list[str], list[str]]:
             "latin1.csv": ["not valid utf-8", "line 2", "--encoding"],
             "dup_columns.csv": ["duplicate column names", "'hs_code'"],
             "missing_required.csv": ["missing required column", "'customs_value'"],
-            "semicolon.csv": ["separated by ';'"],
             "ragged.csv": ["not a well-formed CSV", "line 3"],
             "unclosed_quote.csv": ["not a well-formed CSV", "quoted field"],
             "bad_line.jsonl": ["line 2 is not valid JSON"],
@@ -174,6 +173,13 @@ def _make_input(tmp: Path, kind: str) -> tuple[Path, list[str], list[str]]:
                                                 "Net": "net_mass_kg"}))
         return p, ["--columns", str(m)], ["missing required column", "'customs_value'",
                                           "after mapping", "'Net'"]
+    if kind == "wrong_sep":  # a semicolon file read with an explicit comma separator
+        p = _write(tmp, "in.csv", good.replace(",", ";"))
+        return p, ["--sep", ","], ["single column", "separated by ';'", "--sep ';'"]
+    if kind == "bad_dialect_in_mapping":
+        p = _write(tmp, "in.csv", good)
+        m = _write(tmp, "map.json", json.dumps({"columns": {}, "csv": {"sep": ":"}}))
+        return p, ["--columns", str(m)], ["map.json", "separator ':' is not supported"]
     if kind == "clash_after_mapping":
         p = _write(tmp, "in.csv", HEAD + ",HS_CODE\nD1,030490,CN,1,2,030490\n")
         return p, [], ["several input columns become", "'hs_code'"]
@@ -220,10 +226,10 @@ def _make_input(tmp: Path, kind: str) -> tuple[Path, list[str], list[str]]:
 WHOLE_FILE = [
     *(f"corpus:{n}" for n in (
         "empty.csv", "blank.csv", "header_only.csv", "latin1.csv", "dup_columns.csv",
-        "missing_required.csv", "semicolon.csv", "ragged.csv", "unclosed_quote.csv",
+        "missing_required.csv", "ragged.csv", "unclosed_quote.csv",
         "bad_line.jsonl", "dup_keys.jsonl", "corrupt.parquet", "truncated.parquet",
         "not_gzip.csv.gz", "unknown.xlsx")),
-    "missing_after_mapping", "clash_after_mapping", "mapping_not_json", "mapping_binary",
+    "missing_after_mapping", "wrong_sep", "bad_dialect_in_mapping", "clash_after_mapping", "mapping_not_json", "mapping_binary",
     "mapping_is_a_list", "mapping_unknown_target", "mapping_missing", "utf16", "binary_junk",
     "unknown_encoding", "truncated_gzip", "does_not_exist", "unknown_extension",
 ]
@@ -711,6 +717,18 @@ def test_non_model_joblib_file(tmp_path: Path, obj) -> None:
     joblib.dump(obj, p)
     assert_one_error(run(["score", p, _small_input(tmp_path), "-o", tmp_path / "o.csv"]),
                      "not a customs-detector model file")
+
+
+def test_swapped_arguments_name_the_mistake(tmp_path: Path, model_path: Path) -> None:
+    data = _small_input(tmp_path)
+    for command in (["score", data, model_path, "-o", tmp_path / "o.csv"],
+                    ["evaluate", data, model_path], ["explain", data, model_path, "--id", "D1"]):
+        assert_one_error(run(command), "not a customs-detector model file",
+                         "it looks like a CSV file", "arguments swapped")
+    assert not (tmp_path / "o.csv").exists()
+    # the model in INPUT's place, with a real model first: the input's error says so too
+    assert_one_error(run(["score", model_path, model_path, "-o", tmp_path / "o.csv"]),
+                     "unknown file type", "looks like a model file")
 
 
 def test_numpy_object_in_joblib_file_is_unsafe(tmp_path: Path) -> None:

@@ -414,7 +414,7 @@ def test_fast_csv_chunks_equal_pandas_chunked_reader(tmp_path: Path, monkeypatch
 
     def pandas_chunks(path, usecols, rows):
         with monkeypatch.context() as m:
-            m.setattr(dio, "_iter_csv_fast", lambda p, n, e, c, k=None: dio._iter_csv(p, n, e, c, k))
+            m.setattr(dio, "_iter_csv_fast", lambda p, n, e, c, k, d: dio._iter_csv(p, n, e, c, k, d))
             return _outcome(lambda: list(iter_tables(path, chunk_rows=rows, usecols=usecols)))
 
     rng = np.random.default_rng(4)

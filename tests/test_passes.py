@@ -86,7 +86,7 @@ def _pandas_prepass(monkeypatch, path, rows: int, **kw):
     # The reference: the pre-pass with pandas' own chunked reader.
     with monkeypatch.context() as m:
         m.setattr(dio, "_iter_csv_fast",
-                  lambda p, n, e, c, k=None: dio._iter_csv(p, n, e, c, k))
+                  lambda p, n, e, c, k, d: dio._iter_csv(p, n, e, c, k, d))
         return _prepass(path, rows, **kw)
 
 

@@ -609,7 +609,7 @@ def _text_only(usecols: list[str] | None) -> bool:
     return bool(usecols) and all(n in TEXT_COLUMNS for n in usecols)
 
 
-def _text_chunk_bytes(pieces: list[bytes], names: list[str], sep: str) -> bytes:
+def _text_chunk_bytes(pieces: list[bytes], names: list[str], sep: str = ",") -> bytes:
     # Arrow takes a quoted field left open at the end of the data as closed there, where
     # pandas fails ("EOF inside string"). A row of empty cells after the data tells: an
     # open quote swallows it, and the row count no longer matches.
@@ -617,7 +617,7 @@ def _text_chunk_bytes(pieces: list[bytes], names: list[str], sep: str) -> bytes:
 
 
 def _parse_text_chunk(data: bytes, rows: int, names: list[str],
-                      usecols: list[str], sep: str) -> pd.DataFrame:
+                      usecols: list[str], sep: str = ",") -> pd.DataFrame:
     """``data`` (from :func:`_text_chunk_bytes`) parsed by Arrow, or _Unsupported."""
     if np.frombuffer(data, dtype=np.uint8).max(initial=0) >= 0x80:
         # pandas decodes every cell, Arrow only the columns it keeps: a bad byte elsewhere

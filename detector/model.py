@@ -300,6 +300,20 @@ class DeclarationModel:
         """The score that flags, lanes and ranks: risk_score when outcomes were learned."""
         return "risk_score" if getattr(self, "outcome_", None) is not None else "anomaly_score"
 
+    def __sklearn_is_fitted__(self) -> bool:
+        """What scikit-learn's ``check_is_fitted`` asks (fitted state is ``forest_`` on)."""
+        return hasattr(self, "forest_")
+
+    def __sklearn_tags__(self):
+        """scikit-learn's estimator tags. The input is a table of declarations (codes,
+        dates, text, missing values), never a numeric 2-d array; outcomes are optional.
+        scikit-learn is imported only when one of its tools asks."""
+        from sklearn.utils import InputTags, Tags, TargetTags
+
+        return Tags(estimator_type="outlier_detector", target_tags=TargetTags(required=False),
+                    input_tags=InputTags(two_d_array=False, categorical=True, string=True,
+                                         allow_nan=True))
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "forest_"):
             raise NotFittedError("DeclarationModel is not fitted; call fit(df) or load_model()")

@@ -198,3 +198,61 @@ def test_cli_warns_on_stderr_and_report_shows_it(world_model, tmp_path):
                           str(tmp_path / "x.html"), "--summary", str(bad)],
                          capture_output=True, text=True)
     assert rep.returncode == 1 and "not a `detector score` JSON summary" in rep.stderr
+
+
+# ---- capacity on a flooded batch ---------------------------------------------------------
+def test_capacity_holds_the_first_lane_at_n_on_the_shifted_batch(world_model):
+    batch = shifted_batch()
+    free = world_model.score(batch, reasons="codes")
+    red = int((free["lane"] == "red").sum())
+    assert red > 40, red  # the shifted batch floods the red lane
+    capped = world_model.score(batch, reasons="codes", capacity=25)
+    assert int((capped["lane"] == "red").sum()) == 25
+    moved = (free["lane"] == "red") & (capped["lane"] != "red")
+    assert capped.attrs["capacity"]["moved"] == int(moved.sum()) == red - 25
+    assert (capped.loc[moved, "lane"] == "yellow").all()  # to the next lane, counted
+    # a normal batch under a capacity it does not reach: the same output
+    normal = generate(rows=BATCH_ROWS, seed=101)
+    plain = world_model.score(normal, reasons="codes")
+    roomy = world_model.score(normal, reasons="codes",
+                              capacity=int((plain["lane"] == "red").sum()) + 5)
+    pd.testing.assert_frame_equal(roomy, plain, check_like=False)
+    assert roomy.attrs["capacity"]["moved"] == 0
+
+
+def test_capacity_with_ties_at_the_cut(world_model, tmp_path):
+    """Fifty copies of one red declaration score the same: the cut keeps the random picks,
+    then the best ranked, ties in input order, on a frame and a streamed file alike."""
+    from detector.jobs import score_file
+
+    batch = shifted_batch()
+    free = world_model.score(batch, reasons="codes")
+    one = batch[(free["lane"] == "red").to_numpy()].iloc[[0]]
+    copies = pd.concat([one] * 50, ignore_index=True)
+    copies["declaration_id"] = [f"TIE-{i:03d}" for i in range(50)]
+    df = pd.concat([batch, copies], ignore_index=True)
+    scored = world_model.score(df, reasons="codes")
+    tied = scored.iloc[-50:]
+    assert tied["anomaly_score"].nunique() == 1 and (tied["lane"] == "red").all()
+    n_red = int((scored["lane"] == "red").sum())
+    # the cut falls inside the tied block: everything ranked above it stays red
+    above = int((scored["anomaly_score"] > tied["anomaly_score"].iloc[0]).sum())
+    cap = above + 20
+    assert cap < n_red
+    capped = world_model.score(df, reasons="codes", capacity=cap)
+    assert int((capped["lane"] == "red").sum()) == cap
+    kept = capped.iloc[-50:]["lane"].eq("red").to_numpy()
+    picks = scored.iloc[-50:]["random_selected"].to_numpy()
+    assert kept[picks].all()  # random picks are never cut
+    ranks = scored.iloc[-50:]["rank"].to_numpy()
+    assert (np.diff(ranks) > 0).all()  # ties ranked in input order
+    # the non-picks kept are the first by rank
+    rest = np.flatnonzero(~picks)
+    assert 0 < kept[rest].sum() < len(rest)  # the cut is inside the tie
+    assert kept[rest].tolist() == sorted(kept[rest].tolist(), reverse=True)
+    src = tmp_path / "ties.csv"
+    df.to_csv(src, index=False)
+    score_file(world_model, src, tmp_path / "o.csv", chunk_rows=700, capacity=cap,
+               reasons="codes")
+    out = pd.read_csv(tmp_path / "o.csv", dtype={"declaration_id": "str"})
+    assert out["lane"].tolist() == capped["lane"].tolist()

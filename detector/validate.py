@@ -56,6 +56,7 @@ __all__ = [
     "IdTracker",
     "validate",
     "summarise_rejects",
+    "RejectTally",
     "check_record",
 ]
 
@@ -582,45 +583,69 @@ def validate(df: pd.DataFrame, *, seen_ids: IdTracker | None = None) -> Validati
     return ValidationResult(valid=valid, rejects=rejects)
 
 
+class RejectTally:
+    """Counts and first examples of rejects per (column, rule), added up chunk by chunk,
+    so that a summary of a streamed file counts every reject, not the first of each
+    chunk. :func:`summarise_rejects` is one tally of one frame."""
+
+    def __init__(self, max_examples: int = 3) -> None:
+        self.max_examples = max_examples
+        self._counts: dict[tuple[str, str], int] = {}
+        self._examples: dict[tuple[str, str], list[str]] = {}
+        self._comma = False
+
+    def add(self, rejects: pd.DataFrame | None) -> RejectTally:
+        if rejects is None or len(rejects) == 0:
+            return self
+        r = pd.DataFrame(
+            {
+                "column": rejects["column"].astype("str").str.split(";"),
+                "reason": rejects["reason"].astype("str").str.split("; "),
+                "example": rejects["declaration_id"].fillna("").astype("str"),
+            }
+        )
+        empty = (r["example"] == "").to_numpy()
+        r.loc[empty, "example"] = "row " + rejects["row_number"].astype("str")[empty].to_numpy()
+        # A hand-edited rejects file may not pair columns and reasons: keep such rows whole.
+        same = (r["column"].str.len() == r["reason"].str.len()).to_numpy()
+        if not same.all():
+            r.loc[~same, "column"] = rejects["column"].astype("str")[~same].map(lambda c: [c])
+            r.loc[~same, "reason"] = rejects["reason"].astype("str")[~same].map(lambda c: [c])
+        e = r.explode(["column", "reason"], ignore_index=True)
+        e["kind"] = e["reason"].astype("str").str.split(": ", n=1).str[0]
+        groups = e.groupby(["column", "kind"], sort=False)
+        heads = groups.head(self.max_examples).groupby(["column", "kind"], sort=False)["example"]
+        for key, count in groups.size().items():
+            self._counts[key] = self._counts.get(key, 0) + int(count)
+        for key, ex in heads.agg(list).items():
+            have = self._examples.setdefault(key, [])
+            have.extend(ex[: self.max_examples - len(have)])
+        self._comma = self._comma or bool(
+            rejects["reason"].astype("str").str.contains(_COMMA_HINT, regex=False).any())
+        return self
+
+    def summary(self) -> str:
+        """One line per (column, rule) with the count and a few example ids, most common
+        first (ties in the order first seen)."""
+        order = sorted(self._counts, key=lambda k: -self._counts[k])  # stable
+        lines = []
+        for column, kind in order:
+            count = self._counts[(column, kind)]
+            lines.append(f"{column}: {count} row{'s' if count != 1 else ''} - {kind} "
+                         f"(e.g. {', '.join(self._examples[(column, kind)])})")
+        if self._comma:
+            lines.append("numbers are written with a decimal comma (12,5): read the file with "
+                         "--decimal , (and --sep if needed)")
+        return "\n".join(lines)
+
+
 def summarise_rejects(rejects: pd.DataFrame, max_examples: int = 3) -> str:
     """One line per (column, rule) with the count and a few example ids, most common first.
 
     >>> print(summarise_rejects(validate(frame).rejects))  # doctest: +SKIP
     net_mass_kg: 12 rows - net_mass_kg is not a number (e.g. D001, D017, D230)
     """
-    if rejects is None or len(rejects) == 0:
-        return ""
-    r = pd.DataFrame(
-        {
-            "column": rejects["column"].astype("str").str.split(";"),
-            "reason": rejects["reason"].astype("str").str.split("; "),
-            "example": rejects["declaration_id"].fillna("").astype("str"),
-        }
-    )
-    empty = (r["example"] == "").to_numpy()
-    r.loc[empty, "example"] = "row " + rejects["row_number"].astype("str")[empty].to_numpy()
-    # A hand-edited rejects file may not pair columns and reasons: keep such rows whole.
-    same = (r["column"].str.len() == r["reason"].str.len()).to_numpy()
-    if not same.all():
-        r.loc[~same, "column"] = rejects["column"].astype("str")[~same].map(lambda c: [c])
-        r.loc[~same, "reason"] = rejects["reason"].astype("str")[~same].map(lambda c: [c])
-    e = r.explode(["column", "reason"], ignore_index=True)
-    e["kind"] = e["reason"].astype("str").str.split(": ", n=1).str[0]
-    groups = e.groupby(["column", "kind"], sort=False)
-    counts = groups.size()
-    examples = groups.head(max_examples).groupby(["column", "kind"], sort=False)["example"].agg(", ".join)
-    order = counts.sort_values(ascending=False, kind="stable").index
-    lines = []
-    for key in order:
-        column, kind = key
-        count = int(counts[key])
-        lines.append(
-            f"{column}: {count} row{'s' if count != 1 else ''} - {kind} (e.g. {examples[key]})"
-        )
-    if rejects["reason"].astype("str").str.contains(_COMMA_HINT, regex=False).any():
-        lines.append("numbers are written with a decimal comma (12,5): read the file with "
-                     "--decimal , (and --sep if needed)")
-    return "\n".join(lines)
+    return RejectTally(max_examples).add(rejects).summary()
 
 
 # --------------------------------------------------------------------------- one record

@@ -415,3 +415,16 @@ def test_corpus_injection_written_safely(tmp_path: Path) -> None:
     # leading tab / CR are whitespace, stripped by validation; the rest is defused in CSV
     assert back["description"].to_dict() == {"D2": "'-2+3", "D3": "x", "D4": "plain"}
     assert back["exporter_id"].to_dict() == {"D2": "'@SUM(A1)", "D3": "x", "D4": "ok"}
+
+
+def test_reject_tally_adds_up_chunks_exactly() -> None:
+    from detector.validate import RejectTally
+
+    rows = [{"net_mass_kg": "abc"} if i % 3 else {"origin_country": "Z1"} for i in range(3_000)]
+    r = validate(frame(*rows)).rejects
+    whole = summarise_rejects(r)
+    tally = RejectTally()
+    for start in range(0, len(r), 700):  # chunks of a streamed file
+        tally.add(r.iloc[start:start + 700])
+    assert tally.summary() == whole
+    assert "net_mass_kg: 2000 rows" in whole and "origin_country: 1000 rows" in whole

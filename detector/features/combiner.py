@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import NotFittedError, SchemaError
+from ..errors import NotFittedError, SchemaError
 
 __all__ = ["DeclarationFeatures", "FEATURES", "FeatureSpec", "DERIVED_FROM", "encode_against",
            "factorize", "EXTRA_RARITY", "EXTRA_Z", "feature_spec"]

@@ -1,6 +1,10 @@
 """Declaration features: reference tables learned at fit, applied unchanged at transform.
 
-The package's public face; the transformer lives in :mod:`detector.features.combiner`.
+The package's public face. One module per family of features (``ratios``, ``surprisal``,
+``traders``, ``composition``, ``bursts``, ``summary``), each owning its specs, its fitted
+tables and its columns; ``combiner.DeclarationFeatures`` runs them and builds the matrix;
+``rows`` prepares a frame or one record for all of them; ``lookup`` holds the shared
+lookup structures. docs/architecture.md says how to add a feature.
 """
 
 from __future__ import annotations

@@ -133,8 +133,8 @@ def coverage_summary(tables: dict, min_rows: int) -> dict:
     if share_below > THIN_COVERAGE_SHARE:
         warning = (f"thin coverage: {below} of {len(n)} HS codes ({share_below:.0%}) have fewer "
                    f"than min_rows={min_rows} training rows; {1 - shares['hs']:.0%} of the "
-                   "training rows are compared with a broader code's statistics (more data "
-                   "per code, or a lower --min-rows, gives codes their own)")
+                   "training rows are compared with a broader code's statistics (more rows "
+                   "per code, or a lower min_rows, gives codes statistics of their own)")
     return {"min_rows": int(min_rows), "hs_codes": int(len(n)), "hs_codes_below_min_rows": below,
             "share_of_codes_below_min_rows": round(share_below, 4),
             "rows_falling_back": round(1.0 - shares["hs"], 4) if rows else 0.0,

@@ -135,7 +135,7 @@ def _fit_composition(f, r, t) -> None:
             t[f"comp|{lvl}|item|key"] = np.array([], np.int64)
             t[f"comp|{lvl}|item|n"] = np.array([], np.int64)
     # Rare-earth share of each row's declared composition (NaN when none is declared):
-    # its mean per level code is a grouped statistic (see _value_groups).
+    # its mean per level code is a grouped statistic (see this family's value groups).
     re_share_u = _re_share(comp_uniq, owner, names, items)
     r["re_share"] = np.where(declares, re_share_u[np.maximum(comp_codes, 0)] if len(
         re_share_u) else 0.0, np.nan)

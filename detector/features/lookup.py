@@ -131,7 +131,7 @@ def sorted_means(keys: np.ndarray, x: np.ndarray):
 
 
 def group_stats(spec, keys: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
-    """The tables of one non-additive group (see DeclarationFeatures._value_groups) from
+    """The tables of one non-additive group (a Family.value_groups spec) from
     its rows' keys and finite values."""
     name, kind, floor = spec[0], spec[1], spec[2]
     if kind == "all":

@@ -18,7 +18,8 @@ __all__ = ["FAMILY", "SMALL_MODES", "burst_context", "merge_contexts"]
 
 SPECS = (
     FeatureSpec("parcel_burst", "traders", ("exporter_id", "date", "transport_mode"), "z",
-                "post/courier items from this sender that day against its usual daily count"),
+                "post/courier items from this sender that day against its usual daily count",
+                reason_codes=("PARCEL_BURST", "PARCEL_BURST")),
 )
 SMALL_MODES = ("post", "courier")
 # (sender, day) pairs: days since 1970 stay below this up to the year 9999.

@@ -22,13 +22,17 @@ __all__ = ["FAMILY", "RARE_EARTHS", "composition_items", "parse_composition", "t
 
 SPECS = (
     FeatureSpec("composition_foreign", "composition", ("composition",), "share",
-                "share of the declared composition made of components foreign to the heading"),
+                "share of the declared composition made of components foreign to the heading",
+                reason_codes=("COMPOSITION_FOREIGN_TO_HEADING", "COMPOSITION_FOREIGN_TO_HEADING")),
     FeatureSpec("rare_earth_excess", "composition", ("composition",), "share",
-                "rare-earth share of the declared composition beyond the heading's usual"),
+                "rare-earth share of the declared composition beyond the heading's usual",
+                reason_codes=("RARE_EARTH_IN_COMPOSITION", "RARE_EARTH_IN_COMPOSITION")),
     FeatureSpec("composition_surprise", "composition", ("composition",), "surprisal",
-                "composition declared where not customary, or missing where customary"),
+                "composition declared where not customary, or missing where customary",
+                reason_codes=("COMPOSITION_UNEXPECTED", "COMPOSITION_MISSING")),
     FeatureSpec("description_foreign", "composition", ("description",), "share",
-                "share of description words never used for the heading"),
+                "share of description words never used for the heading",
+                reason_codes=("DESCRIPTION_WORDS_FOREIGN", "DESCRIPTION_WORDS_FOREIGN")),
 )
 RARE_EARTHS = ("La", "Ce", "Pr", "Nd", "Pm", "Sm", "Eu", "Gd", "Tb", "Dy", "Ho", "Er", "Tm",
                "Yb", "Lu", "Sc", "Y")

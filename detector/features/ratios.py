@@ -18,18 +18,24 @@ __all__ = ["FAMILY", "RATIOS", "ratio", "backoff"]
 
 SPECS = (
     FeatureSpec("mass_per_unit_z", "weight", ("quantity", "unit"), "z",
-                "net mass per supplementary unit against the commodity's reference"),
+                "net mass per supplementary unit against the commodity's reference",
+                reason_codes=("MASS_PER_UNIT_HIGH", "MASS_PER_UNIT_LOW")),
     FeatureSpec("mass_per_package_z", "weight", ("packages", "package_type"), "z",
-                "net mass per package against the reference for this commodity and package"),
+                "net mass per package against the reference for this commodity and package",
+                reason_codes=("MASS_PER_PACKAGE_HIGH", "MASS_PER_PACKAGE_LOW")),
     FeatureSpec("tare_per_package_z", "weight", ("gross_mass_kg", "packages"), "z",
                 "packaging mass (gross - net) per package against the reference for this "
-                "commodity and package type"),
+                "commodity and package type",
+                reason_codes=("PACKAGING_MASS_HIGH", "PACKAGING_MASS_LOW")),
     FeatureSpec("measured_mass_z", "weight", ("measured_mass_kg",), "z",
-                "mass weighed at the border against the declared mass"),
+                "mass weighed at the border against the declared mass",
+                reason_codes=("MEASURED_MASS_ABOVE_DECLARED", "MEASURED_MASS_BELOW_DECLARED")),
     FeatureSpec("value_per_kg_z", "value", (), "z",
-                "customs value per kg against the commodity's reference"),
+                "customs value per kg against the commodity's reference",
+                reason_codes=("VALUE_PER_KG_HIGH", "VALUE_PER_KG_LOW")),
     FeatureSpec("value_per_unit_z", "value", ("quantity", "unit"), "z",
-                "customs value per supplementary unit against the commodity's reference"),
+                "customs value per supplementary unit against the commodity's reference",
+                reason_codes=("VALUE_PER_UNIT_HIGH", "VALUE_PER_UNIT_LOW")),
 )
 RATIOS = ("mass_per_unit", "mass_per_package", "tare_per_package", "measured_mass",
           "value_per_kg", "value_per_unit")

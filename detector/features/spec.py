@@ -21,6 +21,8 @@ class FeatureSpec:
     needs: tuple[str, ...]   # optional input columns this feature cannot do without
     kind: str                # "z" (signed robust z), "surprisal", "share", "history", "flag"
     meaning: str
+    # The reason codes when this feature explains a score: (value above typical, below).
+    reason_codes: tuple[str, str] | None = None
 
 
 def _nothing(*_args) -> None:

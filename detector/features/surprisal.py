@@ -21,19 +21,26 @@ __all__ = ["FAMILY", "cond_surprisal"]
 
 SPECS = (
     FeatureSpec("origin_rarity", "route", (), "surprisal",
-                "how rare this origin is for the commodity"),
+                "how rare this origin is for the commodity",
+                reason_codes=("ORIGIN_RARE_FOR_COMMODITY", "ORIGIN_RARE_FOR_COMMODITY")),
     FeatureSpec("origin_dispatch_rarity", "route", ("dispatch_country",), "surprisal",
-                "how rare this dispatch country is for this origin"),
+                "how rare this dispatch country is for this origin",
+                reason_codes=("ROUTE_RARE_FOR_ORIGIN", "ROUTE_RARE_FOR_ORIGIN")),
     FeatureSpec("origin_differs", "route", ("dispatch_country",), "flag",
-                "origin differs from the country of dispatch"),
+                "origin differs from the country of dispatch",
+                reason_codes=("ORIGIN_DIFFERS_FROM_DISPATCH", "ORIGIN_EQUALS_DISPATCH")),
     FeatureSpec("mode_rarity", "route", ("transport_mode",), "surprisal",
-                "how rare this transport mode is for the commodity"),
+                "how rare this transport mode is for the commodity",
+                reason_codes=("TRANSPORT_MODE_RARE", "TRANSPORT_MODE_RARE")),
     FeatureSpec("package_rarity", "route", ("package_type",), "surprisal",
-                "how rare this package type is for the commodity"),
+                "how rare this package type is for the commodity",
+                reason_codes=("PACKAGE_TYPE_RARE", "PACKAGE_TYPE_RARE")),
     FeatureSpec("unit_rarity", "route", ("unit",), "surprisal",
-                "how rare this supplementary unit is for the commodity"),
+                "how rare this supplementary unit is for the commodity",
+                reason_codes=("UNIT_RARE_FOR_COMMODITY", "UNIT_RARE_FOR_COMMODITY")),
     FeatureSpec("commodity_novelty", "route", (), "history",
-                "novelty of the declared code: 1 / (1 + its declarations seen in training)"),
+                "novelty of the declared code: 1 / (1 + its declarations seen in training)",
+                reason_codes=("COMMODITY_RARE_IN_TRAINING", "COMMODITY_COMMON")),
 )
 _CONDITIONAL = ("origin_country", "transport_mode", "package_type", "unit")
 

@@ -28,15 +28,20 @@ __all__ = ["FAMILY"]
 
 SPECS = (
     FeatureSpec("exporter_origin_rarity", "route", ("exporter_id",), "surprisal",
-                "how rare this origin is in the exporter's history"),
+                "how rare this origin is in the exporter's history",
+                reason_codes=("ORIGIN_NEW_FOR_EXPORTER", "ORIGIN_NEW_FOR_EXPORTER")),
     FeatureSpec("exporter_commodity_rarity", "route", ("exporter_id",), "surprisal",
-                "how rare this commodity (4-digit heading) is in the exporter's history"),
+                "how rare this commodity (4-digit heading) is in the exporter's history",
+                reason_codes=("COMMODITY_NEW_FOR_EXPORTER", "COMMODITY_NEW_FOR_EXPORTER")),
     FeatureSpec("exporter_history", "traders", ("exporter_id",), "history",
-                "novelty of the exporter: 1 / (1 + its declarations seen in training)"),
+                "novelty of the exporter: 1 / (1 + its declarations seen in training)",
+                reason_codes=("NEW_EXPORTER", "ESTABLISHED_EXPORTER")),
     FeatureSpec("importer_history", "traders", ("importer_id",), "history",
-                "novelty of the importer: 1 / (1 + its declarations seen in training)"),
+                "novelty of the importer: 1 / (1 + its declarations seen in training)",
+                reason_codes=("NEW_IMPORTER", "ESTABLISHED_IMPORTER")),
     FeatureSpec("value_vs_history_z", "traders", ("exporter_id",), "z",
-                "value per kg against this exporter's own prices for this commodity"),
+                "value per kg against this exporter's own prices for this commodity",
+                reason_codes=("VALUE_ABOVE_OWN_HISTORY", "VALUE_BELOW_OWN_HISTORY")),
 )
 _HISTORY_MIN_SCALE = 0.05
 

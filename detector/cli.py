@@ -219,6 +219,8 @@ def train(input, output, budget, lanes, random_share, trees, seed, max_samples, 
     if summary["rejected"]:
         _note(f"{summary['rejected']:,} rows rejected and not used for training:\n"
               f"{summary['rejects_summary']}")
+    if (summary.get("coverage") or {}).get("warning"):
+        _note(f"WARNING: {summary['coverage']['warning']}")
     _note(f"trained on {summary['trained_on']:,} declarations in {summary['seconds']:.1f} s; "
           f"model saved to {output}")
     _out(summary)

@@ -92,7 +92,7 @@ def train_file(input, output, *, columns=None, budget: float = 0.01, lanes=None,
             "features": meta["features"], "disabled_features": meta["disabled_features"],
             "threshold": meta["threshold"], "lane_thresholds": meta["lane_thresholds"],
             "ranked_by": meta["ranked_by"], "outcomes": meta["outcomes"],
-            "seconds": round(time.time() - started, 3)}
+            "coverage": meta["coverage"], "seconds": round(time.time() - started, 3)}
 
 
 def _burst_context(input, mapping, encoding, chunk_rows, header) -> tuple[pd.Series, int]:

@@ -257,6 +257,9 @@ class DeclarationModel:
                                       for q in (0.5, 0.9, 0.95, 0.99, 0.999)},
             "ranked_by": self.rank_column,
             "outcomes": outcome_meta,
+            # How many rows have HS statistics of their own (a warning when most codes
+            # are too rare for them): see detector.features.coverage_summary.
+            "coverage": features.coverage_,
         }
         self._train_scores_sample = np.sort(ranking)[:: max(1, len(ranking) // 2000)]
         return self

@@ -83,31 +83,9 @@ def as_codes(reasons: list[str]) -> list[str]:
 # effects are noise of the forest, not an explanation.
 MIN_DROP = 0.005
 
-REASON_CODES: dict[str, tuple[str, str]] = {  # feature -> (code if high, code if low)
-    "mass_per_unit_z": ("MASS_PER_UNIT_HIGH", "MASS_PER_UNIT_LOW"),
-    "mass_per_package_z": ("MASS_PER_PACKAGE_HIGH", "MASS_PER_PACKAGE_LOW"),
-    "tare_per_package_z": ("PACKAGING_MASS_HIGH", "PACKAGING_MASS_LOW"),
-    "measured_mass_z": ("MEASURED_MASS_ABOVE_DECLARED", "MEASURED_MASS_BELOW_DECLARED"),
-    "value_per_kg_z": ("VALUE_PER_KG_HIGH", "VALUE_PER_KG_LOW"),
-    "value_per_unit_z": ("VALUE_PER_UNIT_HIGH", "VALUE_PER_UNIT_LOW"),
-    "value_vs_history_z": ("VALUE_ABOVE_OWN_HISTORY", "VALUE_BELOW_OWN_HISTORY"),
-    "composition_foreign": ("COMPOSITION_FOREIGN_TO_HEADING", "COMPOSITION_FOREIGN_TO_HEADING"),
-    "rare_earth_excess": ("RARE_EARTH_IN_COMPOSITION", "RARE_EARTH_IN_COMPOSITION"),
-    "composition_surprise": ("COMPOSITION_UNEXPECTED", "COMPOSITION_MISSING"),
-    "description_foreign": ("DESCRIPTION_WORDS_FOREIGN", "DESCRIPTION_WORDS_FOREIGN"),
-    "origin_rarity": ("ORIGIN_RARE_FOR_COMMODITY", "ORIGIN_RARE_FOR_COMMODITY"),
-    "origin_dispatch_rarity": ("ROUTE_RARE_FOR_ORIGIN", "ROUTE_RARE_FOR_ORIGIN"),
-    "origin_differs": ("ORIGIN_DIFFERS_FROM_DISPATCH", "ORIGIN_EQUALS_DISPATCH"),
-    "exporter_origin_rarity": ("ORIGIN_NEW_FOR_EXPORTER", "ORIGIN_NEW_FOR_EXPORTER"),
-    "exporter_commodity_rarity": ("COMMODITY_NEW_FOR_EXPORTER", "COMMODITY_NEW_FOR_EXPORTER"),
-    "mode_rarity": ("TRANSPORT_MODE_RARE", "TRANSPORT_MODE_RARE"),
-    "package_rarity": ("PACKAGE_TYPE_RARE", "PACKAGE_TYPE_RARE"),
-    "unit_rarity": ("UNIT_RARE_FOR_COMMODITY", "UNIT_RARE_FOR_COMMODITY"),
-    "exporter_history": ("NEW_EXPORTER", "ESTABLISHED_EXPORTER"),
-    "importer_history": ("NEW_IMPORTER", "ESTABLISHED_IMPORTER"),
-    "parcel_burst": ("PARCEL_BURST", "PARCEL_BURST"),
-    "commodity_novelty": ("COMMODITY_RARE_IN_TRAINING", "COMMODITY_COMMON"),
-}
+# feature -> (code if high, code if low): each family names its features' codes.
+REASON_CODES: dict[str, tuple[str, str]] = {f.name: f.reason_codes for f in FEATURES
+                                            if f.reason_codes is not None}
 # Notes say that a declaration carries something training never saw: it is scored (an
 # unseen category is information, not an error) and the officer is told, whatever its
 # score. They come after the (at most 3) reasons.

@@ -481,7 +481,9 @@ def test_composition_items_equal_the_parser_item_for_item() -> None:
     """The bulk split of plain compositions gives _parse_composition's items exactly
     (names, bit-identical percentages, order); other texts still go through the parser,
     and their names join the same list of distinct names."""
-    from detector.features import _composition_items, _explode, _parse_composition
+    from detector.features.composition import composition_items as _composition_items
+    from detector.features.composition import parse_composition as _parse_composition
+    from detector.features.lookup import explode as _explode
 
     texts = ["SiO2:62.5;Na2O:29.8;H2O:7.6", "Cu:100.0", "SiO2:68; Al2O3: 20% ;junk;Nd2O3:x",
              "a:1;", "a:1;;b:2", ":5", "x:1e3", "x:-1", "Cu:100.0\n", "Cu:1 ", "\xe9:1",

@@ -29,6 +29,7 @@ declarations' worth of belief put in the overall rate.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -588,6 +589,36 @@ class OutcomeModel:
         self.feature_names_ = ([f"x{j}" for j in range(X.shape[1])] + prof.feature_names_
                                + [f"num_{c}" for c in self.extra_numeric_])
         return self
+
+    def refit_ranker(self, valid_df: pd.DataFrame, X, y, *, revenue=None) -> OutcomeModel:
+        """A copy with the risk profiles and the deployed ranker refitted on (more)
+        labelled rows; the stack and the forest sample are kept from ``fit``.
+
+        For a replay that learns new outcomes every period: one boosted fit instead of
+        ``n_folds + 1`` (the stack only sets how far the ranker's logit is trusted beside
+        the forest, which a few more weeks of outcomes barely move). ``X`` comes from the
+        same feature builder as at ``fit``.
+        """
+        from threadpoolctl import threadpool_limits  # training only
+
+        self._check_fitted()
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if X.ndim != 2 or X.shape != (len(valid_df), self.n_x_features_) or len(y) != len(X):
+            raise ValueError(f"X must have shape ({len(valid_df)}, {self.n_x_features_}) and y "
+                             f"{len(valid_df)} labels, got X {X.shape}, y {len(y)}")
+        old = self.profiles_
+        prof = RiskProfiles(smoothing=old.smoothing, n_folds=old.n_folds, seed=self.seed_,
+                            extra_categorical=old.extra_categorical, pairs=old.pairs)
+        new = copy.copy(self)
+        new.__dict__.pop("oof_ranker_logit_", None)  # belongs to the first fit's rows
+        limits = None if self.n_threads is None else int(self.n_threads)
+        with threadpool_limits(limits=limits, user_api="openmp"):
+            Z = np.hstack([X, prof.fit_transform(valid_df, y, revenue), self._extra(valid_df)])
+            clf = self._hgb(self.seed_).fit(Z, y)
+        new.profiles_ = prof
+        new.ranker_ = PackedBoosting.from_sklearn(clf)
+        return new
 
     def _extra(self, df: pd.DataFrame) -> np.ndarray:
         cols = [pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64,

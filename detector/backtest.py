@@ -35,10 +35,12 @@ from .model import DeclarationModel, build_model
 from .schema import CANONICAL, load_column_mapping
 from .validate import summarise_rejects, validate
 
-__all__ = ["STRATEGIES", "OUTPUT_FILES", "run_backtest", "period_counts", "select"]
+__all__ = ["STRATEGIES", "OUTPUT_FILES", "REFIT_MODES", "run_backtest", "period_counts", "select"]
 
 STRATEGIES: tuple[str, ...] = ("hybrid", "forest", "outcomes", "random")
 OUTPUT_FILES: tuple[str, ...] = ("decisions.csv", "periods.csv", "summary.json")
+# How a strategy learns between periods (see _Learner): everything, or the outcome part.
+REFIT_MODES: tuple[str, ...] = ("outcomes", "all")
 _SCORE_COLUMN = {"hybrid": "risk_score", "outcomes": "fraud_probability",
                  "forest": "anomaly_score"}
 
@@ -131,16 +133,62 @@ def _fit(strategy: str, known: pd.DataFrame, label: str, revenue: str | None, ma
     return model.fit(known, validated=True, labels=label, revenue=revenue)
 
 
+class _Learner:
+    """What a strategy learns between periods.
+
+    ``refit="all"`` retrains the whole model (features, forest, outcome part) on everything
+    known. ``refit="outcomes"`` trains the whole model once, on the rows before start,
+    then per period refits only the outcome part (risk profiles + ranker, via
+    ``OutcomeModel.refit_ranker``) on the labelled rows known so far, their features and
+    forest scores from the first model; the forest strategy then stays as first fitted.
+    """
+
+    def __init__(self, strategy: str, refit: str, label: str, revenue: str | None, mapping,
+                 trees: int, seed: int):
+        self.strategy, self.refit, self.label, self.revenue = strategy, refit, label, revenue
+        self.mapping, self.trees, self.seed = mapping, trees, seed
+        self.seconds = 0.0
+
+    def start(self, known: pd.DataFrame) -> DeclarationModel | None:
+        t0 = time.time()
+        self.model = _fit(self.strategy, known, self.label, self.revenue, self.mapping,
+                          self.trees, self.seed)
+        if self.refit == "outcomes" and self.strategy in ("hybrid", "outcomes"):
+            lab = known[known[self.label].notna()]
+            self._rows = [lab]
+            self._X = [self.model.features_.transform(lab)]
+        self.seconds += time.time() - t0
+        return self.model
+
+    def learn(self, known: pd.DataFrame, revealed: pd.DataFrame) -> DeclarationModel | None:
+        if self.refit == "all":
+            return self.start(known)
+        if self.strategy not in ("hybrid", "outcomes"):
+            return self.model
+        t0 = time.time()
+        new = revealed[revealed[self.label].notna()]
+        if len(new):
+            self._rows.append(new)
+            self._X.append(self.model.features_.transform(new))
+            rows = pd.concat(self._rows, ignore_index=True)
+            self._rows = [rows]
+            self._X = [np.vstack(self._X)]
+            rev = None if self.revenue is None else rows[self.revenue].fillna(0.0).to_numpy(float)
+            self.model.outcome_ = self.model.outcome_.refit_ranker(
+                rows, self._X[0], rows[self.label].to_numpy(float), revenue=rev)
+        self.seconds += time.time() - t0
+        return self.model
+
+
 def _replay(strategy: str, train: pd.DataFrame, periods: list[pd.DataFrame], *, label: str,
             revenue: str | None, mapping, budget: float, random_share: float, seed: int,
-            trees: int, progress: Callable[[str], None]) -> tuple[list[pd.DataFrame], float]:
+            trees: int, refit: str,
+            progress: Callable[[str], None]) -> tuple[list[pd.DataFrame], float]:
     """One strategy over every period; its decisions per period and its fit seconds."""
     outcome_cols = [c for c in (label, revenue) if c is not None]
     known = train
-    fit_seconds = 0.0
-    t0 = time.time()
-    model = _fit(strategy, known, label, revenue, mapping, trees, seed)
-    fit_seconds += time.time() - t0
+    learner = _Learner(strategy, refit, label, revenue, mapping, trees, seed)
+    model = learner.start(known)
     out: list[pd.DataFrame] = []
     for k, rows in enumerate(periods):
         n = len(rows)
@@ -163,16 +211,14 @@ def _replay(strategy: str, train: pd.DataFrame, periods: list[pd.DataFrame], *, 
         y = rows[label].to_numpy(dtype=float, na_value=np.nan)
         progress(f"{strategy} period {k + 1}/{len(periods)}: {n} rows, {int(selected.sum())} "
                  f"selected, {int(np.nansum(y[selected] == 1))} frauds found")
-        if k == len(periods) - 1 or n == 0:
+        if k == len(periods) - 1 or n == 0 or model is None:
             continue
         revealed = rows.copy()
         for c in outcome_cols:
             revealed[c] = revealed[c].astype("float64").where(selected)
         known = pd.concat([known, revealed], ignore_index=True)
-        t0 = time.time()
-        model = _fit(strategy, known, label, revenue, mapping, trees, seed)
-        fit_seconds += time.time() - t0
-    return out, fit_seconds
+        model = learner.learn(known, revealed)
+    return out, learner.seconds
 
 
 def _period_table(decisions: pd.DataFrame, truth: pd.DataFrame, n_periods: int,
@@ -246,12 +292,14 @@ def run_backtest(history: Sequence[str | Path], output_dir: str | Path, *, label
                  start: str, revenue: str | None = None, columns=None, period: str = "7d",
                  budget: float = 0.10, random_share: float = 0.01,
                  strategies: Sequence[str] = ("hybrid",), seed: int = 0, trees: int = 200,
-                 encoding: str = "utf-8", force: bool = False,
+                 encoding: str = "utf-8", force: bool = False, refit: str = "outcomes",
                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Replay ``history`` (one or more files, concatenated) and write decisions.csv,
     periods.csv, summary.json, rejects.csv and precision_recall.png to ``output_dir``."""
     started = time.time()
     progress = progress or (lambda line: print(line, file=sys.stderr))
+    if refit not in REFIT_MODES:
+        raise InputError(f"refit must be one of {list(REFIT_MODES)}, got {refit!r}")
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad or not strategies:
         raise InputError(f"strategy must be one of {list(STRATEGIES)}, got {list(strategies)}")
@@ -298,7 +346,7 @@ def run_backtest(history: Sequence[str | Path], output_dir: str | Path, *, label
     for strategy in strategies:
         parts, fit_seconds[strategy] = _replay(
             strategy, train, periods, label=label, revenue=rev, mapping=mapping, budget=budget,
-            random_share=random_share, seed=seed, trees=trees, progress=progress)
+            random_share=random_share, seed=seed, trees=trees, refit=refit, progress=progress)
         decisions.extend(parts)
     dec = pd.concat(decisions, ignore_index=True) if decisions else pd.DataFrame()
     truth = pd.DataFrame({"declaration_id": after["declaration_id"].astype("str").to_numpy(),
@@ -306,7 +354,7 @@ def run_backtest(history: Sequence[str | Path], output_dir: str | Path, *, label
                           "rev": after[rev].fillna(0.0).to_numpy(dtype=float) if rev else 0.0})
     table = _period_table(dec, truth, n_periods, starts, rev is not None)
     summary = {"history": [str(p) for p in history], "start": str(start), "period": period,
-               "budget": budget, "random": random_share, "seed": seed,
+               "budget": budget, "random": random_share, "seed": seed, "refit": refit,
                "trained_before_start": int(len(train)), "replayed_rows": int(len(after)),
                "periods": n_periods, "rejected": int(len(res.rejects)),
                "rejects_summary": summarise_rejects(res.rejects) if len(res.rejects) else "",

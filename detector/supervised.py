@@ -29,6 +29,7 @@ declarations' worth of belief put in the overall rate.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +39,8 @@ import pandas as pd
 from .errors import NotFittedError, SchemaError
 from .features import encode_against, factorize
 
-__all__ = ["RiskProfiles", "PackedBoosting", "OutcomeModel", "BASE_KEYS"]
+__all__ = ["RiskProfiles", "PackedBoosting", "OutcomeModel", "BASE_KEYS", "BASE_PAIRS",
+           "default_pairs"]
 
 _STATE_FORMAT = 1
 DEFAULT_SMOOTHING = 20.0
@@ -46,6 +48,11 @@ DEFAULT_FOLDS = 5
 # Keys of the agency's own fields: traders, commodity at each HS level, origin, route.
 BASE_KEYS: tuple[str, ...] = ("importer_id", "declarant_id", "exporter_id", "hs", "hs6", "hs4",
                               "hs2", "origin_country", "route")
+# Pairs profiled by default: each trader within a commodity, traders with each other, and
+# origin within commodity (a trader clean on one HS code may be the fraud on another).
+BASE_PAIRS: tuple[str, ...] = ("importer_id*hs6", "declarant_id*hs6", "exporter_id*hs6",
+                               "importer_id*declarant_id", "importer_id*exporter_id",
+                               "origin_country*hs6", "route*hs4")
 _HS_LEN = {"hs6": 6, "hs4": 4, "hs2": 2}
 _REASON_NAME = {"importer_id": ("IMPORTER", "importer"), "declarant_id": ("DECLARANT", "declarant"),
                 "exporter_id": ("EXPORTER", "exporter"), "hs": ("HS", "hs code"),
@@ -64,7 +71,24 @@ def _col(df: pd.DataFrame, name: str) -> np.ndarray:
 
 
 def _keys_of(df: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: code into ``uniq`` (-1 when missing), and the unique key strings."""
+    """Per row: code into ``uniq`` (-1 when missing), and the unique key strings.
+
+    ``"a*b"`` is the pair of keys a and b (e.g. ``importer_id*hs6``), missing when either is.
+    """
+    if "*" in key:
+        a, b = key.split("*", 1)
+        a_codes, a_uniq = _keys_of(df, a)
+        b_codes, b_uniq = _keys_of(df, b)
+        ok = (a_codes >= 0) & (b_codes >= 0)
+        if not ok.any():
+            return np.full(len(df), -1, np.int64), np.array([], dtype=str)
+        pair = np.where(ok, a_codes * (len(b_uniq) + 1) + b_codes, -1)
+        up, inv = np.unique(pair[ok], return_inverse=True)
+        codes = np.full(len(df), -1, np.int64)
+        codes[ok] = inv
+        w = len(b_uniq) + 1
+        text = np.asarray([f"{a_uniq[q // w]}|{b_uniq[q % w]}" for q in up.tolist()], dtype=str)
+        return codes, text
     if key in ("hs", "hs6", "hs4", "hs2"):
         codes, uniq = factorize(_col(df, "hs_code"))
         uniq = np.asarray([u.replace(".", "").replace(" ", "") for u in uniq.tolist()], dtype=str)
@@ -91,6 +115,16 @@ def _keys_of(df: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
     return factorize(_col(df, key))
 
 
+def default_pairs(extra_categorical: Sequence[str] = (), level: str = "hs4") -> tuple[str, ...]:
+    """``BASE_PAIRS`` plus every agency column within HS ``level`` (tax type per HS code,
+    origin indicator or import type per commodity, a courier per commodity, ...).
+
+    >>> default_pairs(("Tax Type",))[-1]
+    'Tax Type*hs4'
+    """
+    return BASE_PAIRS + tuple(f"{c}*{level}" for c in extra_categorical)
+
+
 # --- risk profiles -------------------------------------------------------------------------
 
 class RiskProfiles:
@@ -102,6 +136,8 @@ class RiskProfiles:
     n_folds : K; training rows get profiles from the other K - 1 folds only.
     seed : seeds the fold assignment (a permutation of the rows), so fits are repeatable.
     extra_categorical : further column names profiled like the base keys.
+    pairs : further keys ``"a*b"`` (two keys or column names): a trader's history within
+        a commodity, a tax type within an HS code, ...; profiled like the others.
 
     Features, per key in ``keys_``: ``risk_<key>`` (smoothed rate) and ``logn_<key>``
     (log1p of the inspected declarations with that key). A missing or unseen key gets
@@ -109,11 +145,12 @@ class RiskProfiles:
     """
 
     def __init__(self, smoothing: float = DEFAULT_SMOOTHING, n_folds: int = DEFAULT_FOLDS,
-                 seed: int = 0, extra_categorical: Sequence[str] = ()):
+                 seed: int = 0, extra_categorical: Sequence[str] = (), pairs: Sequence[str] = ()):
         self.smoothing = smoothing
         self.n_folds = n_folds
         self.seed = seed
         self.extra_categorical = tuple(extra_categorical)
+        self.pairs = tuple(pairs)
 
     # ---- fit -----------------------------------------------------------------------------
     def fit(self, df: pd.DataFrame, y, revenue=None) -> RiskProfiles:
@@ -138,6 +175,7 @@ class RiskProfiles:
         rev = (np.zeros(len(df)) if revenue is None
                else np.nan_to_num(np.asarray(revenue, dtype=np.float64)))
         keys = list(BASE_KEYS) + [c for c in self.extra_categorical if c not in BASE_KEYS]
+        keys += [c for c in self.pairs if c not in keys]
         self.keys_ = keys
         n, k = len(df), int(self.n_folds)
         self.fold_ = (np.random.default_rng(int(self.seed)).permutation(n) % k).astype(np.int64)
@@ -243,7 +281,8 @@ class RiskProfiles:
         self._check_fitted()
         return {"params": {"smoothing": float(self.smoothing), "n_folds": int(self.n_folds),
                            "seed": int(self.seed),
-                           "extra_categorical": list(self.extra_categorical)},
+                           "extra_categorical": list(self.extra_categorical),
+                           "pairs": list(self.pairs)},
                 "keys": list(self.keys_), "prior": float(self.prior_),
                 "tables": {k: dict(v) for k, v in self.tables_.items()}}
 
@@ -251,7 +290,8 @@ class RiskProfiles:
     def from_state(cls, state: dict) -> RiskProfiles:
         p = state["params"]
         self = cls(smoothing=float(p["smoothing"]), n_folds=int(p["n_folds"]),
-                   seed=int(p["seed"]), extra_categorical=tuple(p["extra_categorical"]))
+                   seed=int(p["seed"]), extra_categorical=tuple(p["extra_categorical"]),
+                   pairs=tuple(p.get("pairs", ())))
         self.keys_ = [str(k) for k in state["keys"]]
         self.prior_ = float(state["prior"])
         self.tables_ = {str(k): {f: np.asarray(a) for f, a in v.items()}
@@ -444,8 +484,9 @@ class OutcomeModel:
                  min_samples_leaf: int = 20, l2_regularization: float = 1.0,
                  class_weight: str | None = None, forest_sample: int = 4001,
                  reason_lift: float = 3.0, reason_min_frauds: int = 2, max_reasons: int = 3,
-                 n_threads: int | None = 1):
+                 n_threads: int | None = 1, pairs: Sequence[str] | None = None):
         self.smoothing = smoothing
+        self.pairs = None if pairs is None else tuple(pairs)
         self.n_threads = n_threads
         self.n_folds = n_folds
         self.max_iter = max_iter
@@ -515,8 +556,9 @@ class OutcomeModel:
         self.extra_numeric_ = [str(c) for c in extra_numeric]
         self.n_x_features_ = int(X.shape[1])
         self.seed_ = int(seed)
+        pairs = default_pairs(extra_categorical) if self.pairs is None else self.pairs
         prof = RiskProfiles(smoothing=self.smoothing, n_folds=self.n_folds, seed=seed,
-                            extra_categorical=extra_categorical)
+                            extra_categorical=extra_categorical, pairs=pairs)
         P_oof = prof.fit_transform(valid_df, y, revenue)
         self.profiles_ = prof
         E = self._extra(valid_df)
@@ -547,6 +589,36 @@ class OutcomeModel:
         self.feature_names_ = ([f"x{j}" for j in range(X.shape[1])] + prof.feature_names_
                                + [f"num_{c}" for c in self.extra_numeric_])
         return self
+
+    def refit_ranker(self, valid_df: pd.DataFrame, X, y, *, revenue=None) -> OutcomeModel:
+        """A copy with the risk profiles and the deployed ranker refitted on (more)
+        labelled rows; the stack and the forest sample are kept from ``fit``.
+
+        For a replay that learns new outcomes every period: one boosted fit instead of
+        ``n_folds + 1`` (the stack only sets how far the ranker's logit is trusted beside
+        the forest, which a few more weeks of outcomes barely move). ``X`` comes from the
+        same feature builder as at ``fit``.
+        """
+        from threadpoolctl import threadpool_limits  # training only
+
+        self._check_fitted()
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if X.ndim != 2 or X.shape != (len(valid_df), self.n_x_features_) or len(y) != len(X):
+            raise ValueError(f"X must have shape ({len(valid_df)}, {self.n_x_features_}) and y "
+                             f"{len(valid_df)} labels, got X {X.shape}, y {len(y)}")
+        old = self.profiles_
+        prof = RiskProfiles(smoothing=old.smoothing, n_folds=old.n_folds, seed=self.seed_,
+                            extra_categorical=old.extra_categorical, pairs=old.pairs)
+        new = copy.copy(self)
+        new.__dict__.pop("oof_ranker_logit_", None)  # belongs to the first fit's rows
+        limits = None if self.n_threads is None else int(self.n_threads)
+        with threadpool_limits(limits=limits, user_api="openmp"):
+            Z = np.hstack([X, prof.fit_transform(valid_df, y, revenue), self._extra(valid_df)])
+            clf = self._hgb(self.seed_).fit(Z, y)
+        new.profiles_ = prof
+        new.ranker_ = PackedBoosting.from_sklearn(clf)
+        return new
 
     def _extra(self, df: pd.DataFrame) -> np.ndarray:
         cols = [pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64,
@@ -607,7 +679,8 @@ class OutcomeModel:
             text, cnt, frd, rate = prof.lookup(valid_df, key)
             lift = rate / max(prior, _EPS)
             ok = (lift >= float(self.reason_lift)) & (frd >= int(self.reason_min_frauds))
-            code, label = _REASON_NAME.get(key, (key.upper(), key))
+            code, label = _REASON_NAME.get(
+                key, (key.upper().replace("*", "_IN_").replace(" ", "_"), key.replace("*", " in ")))
             msgs = np.full(n, "", dtype=object)
             for i in np.flatnonzero(ok).tolist():
                 msgs[i] = (f"RISK_HISTORY_{code}: {label} {text[i]} had {int(frd[i])} frauds in "
@@ -640,7 +713,8 @@ class OutcomeModel:
                            "reason_lift": float(self.reason_lift),
                            "reason_min_frauds": int(self.reason_min_frauds),
                            "max_reasons": int(self.max_reasons),
-                           "n_threads": None if self.n_threads is None else int(self.n_threads)},
+                           "n_threads": None if self.n_threads is None else int(self.n_threads),
+                           "pairs": None if self.pairs is None else list(self.pairs)},
                 "seed": int(self.seed_), "n_x_features": int(self.n_x_features_),
                 "extra_numeric": list(self.extra_numeric_),
                 "feature_names": list(self.feature_names_),

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from detector.backtest import period_counts, run_backtest
+from detector.errors import InputError
 from detector.synth import generate
 
 START = "2025-10-01"
@@ -36,10 +37,12 @@ def _run(df, tmp_path, name, strategies=("forest",), **kw):
     return summary, pd.read_csv(out / "decisions.csv"), pd.read_csv(out / "periods.csv")
 
 
-def test_planted_labels_on_unselected_rows_change_no_decision(history, tmp_path):
+@pytest.mark.parametrize("refit", ["outcomes", "all"])
+def test_planted_labels_on_unselected_rows_change_no_decision(history, tmp_path, refit):
     # Two periods: the first one's outcomes (planted or not) feed the model that scores
     # the second. hybrid is the outcome-trained model (outcomes ranks by the same fit).
-    summary, dec, _ = _run(history, tmp_path, "base", strategies=("hybrid",), period="60d")
+    summary, dec, _ = _run(history, tmp_path, "base", strategies=("hybrid",), period="60d",
+                           refit=refit)
     assert summary["periods"] == 2
     unselected = set(dec.loc[~dec["selected"], "declaration_id"])
     planted = history.copy()
@@ -48,10 +51,30 @@ def test_planted_labels_on_unselected_rows_change_no_decision(history, tmp_path)
     # model, later scores would move.
     planted.loc[rows, "is_fraud"] = 1
     planted.loc[rows, "revenue"] = 1e6
-    _, dec2, per2 = _run(planted, tmp_path, "planted", strategies=("hybrid",), period="60d")
+    _, dec2, per2 = _run(planted, tmp_path, "planted", strategies=("hybrid",), period="60d",
+                         refit=refit)
     cols = ["declaration_id", "period", "strategy", "score", "rank", "selected", "selected_by"]
     pd.testing.assert_frame_equal(dec[cols], dec2[cols])
     assert per2["frauds"].sum() > summary["strategies"]["hybrid"]["frauds"]  # planting took
+
+
+def test_refit_outcomes_learns_the_revealed_rows(history, tmp_path):
+    # Planting on SELECTED rows must move the second period's scores: the per-period
+    # refit of the outcome part really learns what was revealed.
+    summary, dec, _ = _run(history, tmp_path, "base", strategies=("hybrid",), period="60d")
+    assert summary["refit"] == "outcomes"
+    first = dec[(dec["period"] == 0) & dec["selected"]]["declaration_id"]
+    planted = history.copy()
+    planted["is_fraud"] = np.where(planted["declaration_id"].isin(set(first)),
+                                   1 - planted["is_fraud"].astype(int), planted["is_fraud"])
+    _, dec2, _ = _run(planted, tmp_path, "flipped", strategies=("hybrid",), period="60d")
+    second = dec["period"] == 1
+    assert not np.allclose(dec.loc[second, "score"], dec2.loc[second, "score"])
+
+
+def test_unknown_refit_mode_is_refused(history, tmp_path):
+    with pytest.raises(InputError, match="refit must be one of"):
+        _run(history, tmp_path, "bad", refit="sometimes")
 
 
 def test_periods_csv_recomputed_from_decisions(history, tmp_path):

@@ -444,6 +444,12 @@ def report(model, scored, labels, top, output, summary, columns, encoding, force
               help="Trees in each period's isolation forest (>= 1).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seeds the forests and the random selections (any integer).")
+# The choices repeat backtest.REFIT_MODES because importing backtest here would load
+# pandas for `detector --help`; tests/test_backtest.py checks that the two agree.
+@click.option("--refit", type=click.Choice(["outcomes", "all"]), default="outcomes",
+              show_default=True,
+              help="Per period: refit only the outcome part (fast, as good on KCS) or "
+                   "retrain everything.")
 @click.option("-o", "--output", "output_dir", required=True, type=click.Path(file_okay=False),
               help="OUTDIR for decisions.csv, periods.csv, summary.json and the plot.")
 @_columns
@@ -451,15 +457,15 @@ def report(model, scored, labels, top, output, summary, columns, encoding, force
 @_force
 @_errors
 def backtest(history, labels, revenue, start, period, budget, random_share, strategies, trees,
-             seed, output_dir, columns, encoding, force):
+             seed, refit, output_dir, columns, encoding, force):
     """Replay a labelled history period by period, learning only what was inspected."""
     from .backtest import run_backtest
 
     summary = run_backtest(list(history), output_dir, labels=labels, revenue=revenue,
                            columns=columns, start=start, period=period, budget=budget,
                            random_share=random_share, strategies=strategies or ("hybrid",),
-                           seed=seed, trees=trees, encoding=encoding, force=force,
-                           progress=_note)
+                           seed=seed, trees=trees, refit=refit, encoding=encoding,
+                           force=force, progress=_note)
     _out(summary)
 
 

@@ -169,3 +169,23 @@ def test_cli_writes_every_output_and_one_progress_line_per_period(history, tmp_p
     r2 = subprocess.run(["detector", "backtest", a, "--labels", "is_fraud", "--start", START,
                          "-o", str(out)], capture_output=True, text=True)
     assert r2.returncode == 1 and "--force" in r2.stderr
+
+
+def test_cli_refit_option_reaches_the_replay_and_matches_the_library(history, tmp_path):
+    import click
+
+    from detector import cli
+    from detector.backtest import REFIT_MODES
+
+    param = next(p for p in cli.backtest.params if p.name == "refit")
+    assert isinstance(param.type, click.Choice) and tuple(param.type.choices) == REFIT_MODES
+    src = _write(history, tmp_path / "h.csv")
+    out = tmp_path / "all"
+    r = subprocess.run(["detector", "backtest", src, "--labels", "is_fraud", "--start", START,
+                        "--period", "30d", "--trees", "10", "--refit", "all", "-o", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["refit"] == "all"
+    r = subprocess.run(["detector", "backtest", src, "--labels", "is_fraud", "--start", START,
+                        "--refit", "some", "-o", str(tmp_path / "x")], capture_output=True, text=True)
+    assert r.returncode == 2 and "'some' is not one of" in r.stderr

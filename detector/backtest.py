@@ -32,6 +32,7 @@ import pandas as pd
 from .errors import InputError, SchemaError
 from .io import atomic_write_bytes, atomic_write_text, read_table, write_table
 from .model import DeclarationModel, build_model
+from .report import new_figure
 from .schema import CANONICAL, load_column_mapping
 from .validate import summarise_rejects, validate
 
@@ -265,13 +266,10 @@ def _summary(periods: pd.DataFrame, has_revenue: bool) -> dict[str, Any]:
 
 def _plot(periods: pd.DataFrame) -> bytes | None:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        fig = new_figure(9.0, 6.0)
     except ImportError:
         return None
-    fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    axes = fig.subplots(2, 1, sharex=True)
     for strategy, g in periods.groupby("strategy", sort=False):
         for ax, col in zip(axes, ("precision", "recall"), strict=True):
             ax.plot(g["period"], g[col], marker="o", ms=3, label=str(strategy))
@@ -281,10 +279,8 @@ def _plot(periods: pd.DataFrame) -> bytes | None:
         ax.grid(alpha=0.3)
     axes[0].legend()
     axes[1].set_xlabel("period")
-    fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    fig.savefig(buf, format="png", metadata={"Software": None})
     return buf.getvalue()
 
 

@@ -35,7 +35,7 @@ from .errors import InputError, SchemaError
 from .io import CSV_INJECTION_PREFIXES, LIST_SEPARATOR
 
 __all__ = ["build_report", "write_report", "read_scored", "count_rejects", "lane_split",
-           "PLOT_BUDGETS", "SCORED_COLUMNS"]
+           "PLOT_BUDGETS", "SCORED_COLUMNS", "new_figure"]
 
 SCORED_COLUMNS = ("declaration_id", "anomaly_score", "rank", "flagged", "lane",
                   "random_selected", "reasons")
@@ -161,7 +161,10 @@ def count_rejects(path: str | os.PathLike) -> int:
 # --------------------------------------------------------------------------- plots
 
 
-def _figure(width: float = 9.0, height: float = 4.0):
+def new_figure(width: float = 9.0, height: float = 4.0):
+    """A matplotlib Figure on the Agg canvas, without pyplot: drawing it never switches
+    the caller's backend (a notebook keeps its inline plots). ImportError without
+    matplotlib."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -181,7 +184,7 @@ def _img(b64: str, alt: str) -> str:
 
 
 def _histogram(scores: np.ndarray, model, fraud: np.ndarray | None) -> str:
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     lo, hi = float(np.min(scores)), float(np.max(scores))
     thresholds = [float(model.threshold_), *map(float, model.lane_thresholds_.values())]
@@ -210,7 +213,7 @@ def _histogram(scores: np.ndarray, model, fraud: np.ndarray | None) -> str:
 
 
 def _budget_plot(curves: Mapping[str, list[float]], budgets: tuple[float, ...]) -> str:
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     x = np.asarray(budgets) * 100
     styles = {"precision": "#2471a3", "recall": "#c0392b", "revenue": "#229954"}
@@ -231,7 +234,7 @@ def _budget_plot(curves: Mapping[str, list[float]], budgets: tuple[float, ...]) 
 
 def _scheme_plot(recall: Mapping[str, float], counts: Mapping[str, int]) -> str:
     names = sorted(recall, key=lambda k: recall[k])
-    fig = _figure(9.0, max(2.0, 0.45 * len(names) + 1.0))
+    fig = new_figure(9.0, max(2.0, 0.45 * len(names) + 1.0))
     ax = fig.add_subplot()
     vals = [recall[n] * 100 for n in names]
     ax.barh(range(len(names)), vals, color="#c0392b")

@@ -284,16 +284,9 @@ def _plot(periods: pd.DataFrame) -> bytes | None:
     return buf.getvalue()
 
 
-def run_backtest(history: Sequence[str | Path], output_dir: str | Path, *, labels: str,
-                 start: str, revenue: str | None = None, columns=None, period: str = "7d",
-                 budget: float = 0.10, random_share: float = 0.01,
-                 strategies: Sequence[str] = ("hybrid",), seed: int = 0, trees: int = 200,
-                 encoding: str = "utf-8", force: bool = False, refit: str = "outcomes",
-                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Replay ``history`` (one or more files, concatenated) and write decisions.csv,
-    periods.csv, summary.json, rejects.csv and precision_recall.png to ``output_dir``."""
-    started = time.time()
-    progress = progress or (lambda line: print(line, file=sys.stderr))
+def _check_options(out: Path, *, refit: str, strategies: Sequence[str], budget: float,
+                   random_share: float, force: bool) -> None:
+    """Refuse bad options before any file is read."""
     if refit not in REFIT_MODES:
         raise InputError(f"refit must be one of {list(REFIT_MODES)}, got {refit!r}")
     bad = [s for s in strategies if s not in STRATEGIES]
@@ -302,18 +295,13 @@ def run_backtest(history: Sequence[str | Path], output_dir: str | Path, *, label
     if not 0.0 < budget < 1.0 or not 0.0 <= random_share <= budget:
         raise InputError(f"need 0 < budget < 1 and 0 <= random <= budget, got budget {budget}, "
                          f"random {random_share}")
-    out = Path(output_dir)
     existing = [f for f in OUTPUT_FILES if (out / f).exists()]
     if existing and not force:
         raise InputError(f"OUTDIR {out} already holds {existing}; pass --force to overwrite")
-    delta = _parse_period(period)
-    t_start = pd.Timestamp(start)
-    mapping = load_column_mapping(columns)
-    df = _read_history(list(history), mapping, encoding)
-    label = _resolve(labels, mapping, df, "label")
-    rev = _resolve(revenue, mapping, df, "revenue")
-    res = validate(df)
-    valid = res.valid
+
+
+def _replay_columns(valid: pd.DataFrame, mapping, label: str, rev: str | None) -> pd.DataFrame:
+    """The valid rows restricted to what the replay may use, outcomes as float."""
     # Only what a model may see, plus the outcomes we control: any other outcome column
     # of the input (e.g. KCS "Critical Fraud") never enters the replay.
     keep = [c for c in valid.columns if c in CANONICAL or c in mapping.extra_columns
@@ -324,6 +312,30 @@ def run_backtest(history: Sequence[str | Path], output_dir: str | Path, *, label
     valid[label] = pd.to_numeric(valid[label], errors="coerce").astype("float64")
     if rev is not None:
         valid[rev] = pd.to_numeric(valid[rev], errors="coerce").astype("float64")
+    return valid
+
+
+def run_backtest(history: Sequence[str | Path], output_dir: str | Path, *, labels: str,
+                 start: str, revenue: str | None = None, columns=None, period: str = "7d",
+                 budget: float = 0.10, random_share: float = 0.01,
+                 strategies: Sequence[str] = ("hybrid",), seed: int = 0, trees: int = 200,
+                 encoding: str = "utf-8", force: bool = False, refit: str = "outcomes",
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Replay ``history`` (one or more files, concatenated) and write decisions.csv,
+    periods.csv, summary.json, rejects.csv and precision_recall.png to ``output_dir``."""
+    started = time.time()
+    progress = progress or (lambda line: print(line, file=sys.stderr))
+    out = Path(output_dir)
+    _check_options(out, refit=refit, strategies=strategies, budget=budget,
+                   random_share=random_share, force=force)
+    delta = _parse_period(period)
+    t_start = pd.Timestamp(start)
+    mapping = load_column_mapping(columns)
+    df = _read_history(list(history), mapping, encoding)
+    label = _resolve(labels, mapping, df, "label")
+    rev = _resolve(revenue, mapping, df, "revenue")
+    res = validate(df)
+    valid = _replay_columns(res.valid, mapping, label, rev)
     dates = pd.to_datetime(valid["date"])
     before = (dates < t_start).to_numpy()
     train = valid[before]

@@ -233,6 +233,49 @@ def _final_scores(depths: np.ndarray, denominator: float) -> np.ndarray:
     return 2 ** (-np.divide(depths, den, out=np.ones_like(depths), where=den != 0))
 
 
+def _breadth_first(left: np.ndarray, right: np.ndarray,
+                   t: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Breadth-first renumbering of tree ``t``, one level at a time, so siblings are
+    adjacent: (new id of each old node, old nodes in new order, number of split levels)."""
+    n_nodes = len(left)
+    new_id = np.empty(n_nodes, dtype=np.int64)
+    order = []
+    level = np.array([0], dtype=np.int64)
+    next_id = 0
+    n_levels = 0
+    while level.size:
+        new_id[level] = np.arange(next_id, next_id + level.size)
+        next_id += level.size
+        order.append(level)
+        internal = level[left[level] != -1]
+        if internal.size == 0:
+            break
+        n_levels += 1
+        level = np.stack([left[internal], right[internal]], axis=1).ravel()
+    order_arr = np.concatenate(order)
+    if order_arr.size != n_nodes:
+        raise ValueError(f"tree {t} is not a proper binary tree")
+    return new_id, order_arr, n_levels
+
+
+def _leaf_values(tree: Any, left: np.ndarray, right: np.ndarray, dpl: Any,
+                 apl: Any) -> np.ndarray:
+    """Path length credited at each node: sklearn's own cached depths and average path
+    lengths when the forest holds them (``dpl``/``apl``), else computed the same way."""
+    if dpl is not None:
+        dpl = np.asarray(dpl)
+    elif hasattr(tree, "compute_node_depths"):
+        dpl = np.asarray(tree.compute_node_depths())
+    else:
+        dpl = _node_depths(left, right)
+    if apl is not None:
+        apl = np.asarray(apl)
+    else:
+        apl = _average_path_length(tree.n_node_samples)
+    # Same expression and order as sklearn's _parallel_compute_tree_depths.
+    return dpl + apl - 1.0
+
+
 class PackedForest:
     """Flat-array copy of a fitted ``IsolationForest`` with a fast scorer.
 
@@ -329,18 +372,9 @@ class PackedForest:
             left = np.asarray(tree.children_left, dtype=np.int64)
             right = np.asarray(tree.children_right, dtype=np.int64)
             n_nodes = len(left)
-            if dpl_all is not None:
-                dpl = np.asarray(dpl_all[t])
-            elif hasattr(tree, "compute_node_depths"):
-                dpl = np.asarray(tree.compute_node_depths())
-            else:
-                dpl = _node_depths(left, right)
-            if apl_all is not None:
-                apl = np.asarray(apl_all[t])
-            else:
-                apl = _average_path_length(tree.n_node_samples)
-            # Same expression and order as sklearn's _parallel_compute_tree_depths.
-            leaf_value = dpl + apl - 1.0
+            leaf_value = _leaf_values(tree, left, right,
+                                      None if dpl_all is None else dpl_all[t],
+                                      None if apl_all is None else apl_all[t])
             if hasattr(tree, "missing_go_to_left"):
                 go_left = np.asarray(tree.missing_go_to_left).astype(bool)
             else:
@@ -353,24 +387,7 @@ class PackedForest:
                     left != -1, np.asarray(est_features, dtype=np.int64)[np.maximum(tree_feature, 0)], 0
                 )
 
-            # Breadth-first renumbering, one level at a time, so siblings are adjacent.
-            new_id = np.empty(n_nodes, dtype=np.int64)
-            order = []
-            level = np.array([0], dtype=np.int64)
-            next_id = 0
-            n_levels = 0
-            while level.size:
-                new_id[level] = np.arange(next_id, next_id + level.size)
-                next_id += level.size
-                order.append(level)
-                internal = level[left[level] != -1]
-                if internal.size == 0:
-                    break
-                n_levels += 1
-                level = np.stack([left[internal], right[internal]], axis=1).ravel()
-            order_arr = np.concatenate(order)
-            if order_arr.size != n_nodes:
-                raise ValueError(f"tree {t} is not a proper binary tree")
+            new_id, order_arr, n_levels = _breadth_first(left, right, t)
 
             is_split = left[order_arr] != -1
             t_child = np.where(is_split, new_id[left[order_arr]], np.arange(n_nodes)) + offset

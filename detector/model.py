@@ -288,7 +288,7 @@ class DeclarationModel:
         # Labelled rows get their out-of-fold risk: in-sample risk would be overconfident
         # and set the budget thresholds too high.
         oof = outcome.stack_intercept_ + np.column_stack(
-            [outcome.oof_ranker_logit_, outcome._forest_features(train_scores[known])]
+            [outcome.oof_ranker_logit_, outcome.forest_features(train_scores[known])]
         ) @ outcome.stack_coef_
         ranking = ranking.copy()
         ranking[known] = 1.0 / (1.0 + np.exp(-oof))

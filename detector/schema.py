@@ -33,6 +33,7 @@ __all__ = [
     "ColumnMapping",
     "load_column_mapping",
     "apply_column_mapping",
+    "rename_map",
     "normalise_unit",
 ]
 

@@ -565,7 +565,7 @@ class OutcomeModel:
         # Forest percentile against the training distribution, from a sorted sample.
         q = np.linspace(0.0, 1.0, int(self.forest_sample))
         self.forest_sample_ = np.quantile(s, q)
-        F = self._forest_features(s)
+        F = self.forest_features(s)
         # Out-of-fold ranker predictions for the stack: ranker h never saw fold h's labels,
         # neither as targets nor inside its profiles.
         fold = prof.fold_
@@ -640,7 +640,8 @@ class OutcomeModel:
         pct = (lo + np.clip(frac, 0.0, 1.0)) / (len(smp) - 1)
         return np.where(pos <= 0, 0.0, np.where(pos >= len(smp), 1.0, pct))
 
-    def _forest_features(self, s: np.ndarray) -> np.ndarray:
+    def forest_features(self, s: np.ndarray) -> np.ndarray:
+        """The stacker's forest columns for raw scores ``s``: tail surprisal and percentile."""
         pct = self.forest_percentile(s)
         floor = 1.0 / len(self.forest_sample_)
         return np.column_stack([-np.log(1.0 - pct + floor), pct])
@@ -660,7 +661,7 @@ class OutcomeModel:
         if len(s) != len(valid_df):
             raise ValueError(f"{len(s)} forest scores for {len(valid_df)} rows")
         raw = self.ranker_.raw_predict(self._design(valid_df, X))
-        S = np.column_stack([raw, self._forest_features(s)])
+        S = np.column_stack([raw, self.forest_features(s)])
         z = self.stack_intercept_ + S @ self.stack_coef_
         return {"fraud_probability": _sigmoid(raw), "risk_score": _sigmoid(z)}
 

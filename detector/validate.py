@@ -494,18 +494,8 @@ def _rejects(fails: _Failures, rows: np.ndarray, ids: pd.Series) -> pd.DataFrame
 # --------------------------------------------------------------------------- public
 
 
-def validate(df: pd.DataFrame, *, seen_ids: IdTracker | None = None) -> ValidationResult:
-    """Split ``df`` (canonical names, raw values) into valid rows and rejects.
-
-    ``seen_ids``: an :class:`IdTracker` shared across the chunks of one stream, so that a
-    declaration_id repeated in a later chunk is rejected too (it is updated in place).
-    Raises :class:`SchemaError` only for whole-frame problems (a required column absent,
-    duplicate column names); everything row-level becomes a reject.
-    """
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"validate expects a pandas DataFrame, got {type(df).__name__}")
-    if seen_ids is not None and not isinstance(seen_ids, IdTracker):
-        raise TypeError(f"seen_ids must be an IdTracker, got {type(seen_ids).__name__}")
+def _check_frame(df: pd.DataFrame) -> None:
+    """Whole-frame problems: duplicate column names, a required column absent."""
     names = [str(c) for c in df.columns]
     dups = sorted({c for c in names if names.count(c) > 1})
     if dups:
@@ -517,18 +507,11 @@ def validate(df: pd.DataFrame, *, seen_ids: IdTracker | None = None) -> Validati
             f"got: {names[:20]}"
         )
 
-    n = len(df)
-    rows = _row_numbers(df.index)
-    fails = _Failures(n)
+
+
+def _check_numbers(df: pd.DataFrame, fails: _Failures) -> dict[str, pd.Series]:
+    """The numeric columns converted (bad values NaN), with their rules and the mass check."""
     conv: dict[str, pd.Series] = {}
-
-    ids = _check_ids(df, fails, rows, seen_ids)
-    conv["declaration_id"] = ids
-    conv["hs_code"] = _check_hs(df["hs_code"], fails)
-    conv["origin_country"] = _check_country(df, "origin_country", True, fails)
-    if "dispatch_country" in df.columns:
-        conv["dispatch_country"] = _check_country(df, "dispatch_country", False, fails)
-
     numbers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for rule in _NUMERIC_RULES:
         if rule.name in df.columns:
@@ -555,9 +538,12 @@ def validate(df: pd.DataFrame, *, seen_ids: IdTracker | None = None) -> Validati
         conv["packages"] = (
             pd.Series(np.where(keep, v, 0), index=df.index).astype("int64").astype("Int64").where(keep)
         )
+    return conv
 
-    if "date" in df.columns:
-        conv["date"] = _check_date(df["date"], fails)
+
+def _fold_text(df: pd.DataFrame) -> dict[str, pd.Series]:
+    """Units folded to their canonical spelling, codes upper-cased, mode lower-cased."""
+    conv: dict[str, pd.Series] = {}
     if "unit" in df.columns:
         t = as_text(df["unit"])
         # normalise_unit is a Python function: call it once per distinct value only.
@@ -571,6 +557,38 @@ def validate(df: pd.DataFrame, *, seen_ids: IdTracker | None = None) -> Validati
     for name in _FREE_TEXT:
         if name in df.columns:
             conv[name] = as_text(df[name])
+    return conv
+
+
+def validate(df: pd.DataFrame, *, seen_ids: IdTracker | None = None) -> ValidationResult:
+    """Split ``df`` (canonical names, raw values) into valid rows and rejects.
+
+    ``seen_ids``: an :class:`IdTracker` shared across the chunks of one stream, so that a
+    declaration_id repeated in a later chunk is rejected too (it is updated in place).
+    Raises :class:`SchemaError` only for whole-frame problems (a required column absent,
+    duplicate column names); everything row-level becomes a reject.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"validate expects a pandas DataFrame, got {type(df).__name__}")
+    if seen_ids is not None and not isinstance(seen_ids, IdTracker):
+        raise TypeError(f"seen_ids must be an IdTracker, got {type(seen_ids).__name__}")
+    _check_frame(df)
+    n = len(df)
+    rows = _row_numbers(df.index)
+    fails = _Failures(n)
+    conv: dict[str, pd.Series] = {}
+
+    ids = _check_ids(df, fails, rows, seen_ids)
+    conv["declaration_id"] = ids
+    conv["hs_code"] = _check_hs(df["hs_code"], fails)
+    conv["origin_country"] = _check_country(df, "origin_country", True, fails)
+    if "dispatch_country" in df.columns:
+        conv["dispatch_country"] = _check_country(df, "dispatch_country", False, fails)
+
+    conv.update(_check_numbers(df, fails))
+    if "date" in df.columns:
+        conv["date"] = _check_date(df["date"], fails)
+    conv.update(_fold_text(df))
     conv.update(_labels(df))
 
     rejects = _rejects(fails, rows, ids)

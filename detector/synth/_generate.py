@@ -520,6 +520,70 @@ def _undervaluation(rng, legit: dict, pos: np.ndarray):
 
 # --- assembly ----------------------------------------------------------------------------
 
+def _plant_frauds(rng, tab, tr, cols: dict, day: np.ndarray, scheme: np.ndarray,
+                  n_fraud: int, days: int) -> None:
+    """Overwrite ``n_fraud`` random rows of ``cols``/``day`` in place, shared evenly
+    between the schemes, and name each row's scheme in ``scheme``."""
+    rows = len(day)
+    per = np.full(len(SCHEMES), n_fraud // len(SCHEMES))
+    per[: n_fraud % len(SCHEMES)] += 1
+    positions = rng.permutation(rows)[:n_fraud]
+    start_i = 0
+    for name, k in zip(SCHEMES, per, strict=True):
+        pos = positions[start_i:start_i + k]
+        start_i += k
+        if k == 0:
+            continue
+        if name == "undervaluation":
+            g = _undervaluation(rng, cols, pos)
+        elif name == "postal_splitting":
+            g = _postal_splitting(rng, tab, tr, int(k), days)
+        else:
+            g = globals()[f"_{name}"](rng, tab, tr, int(k))
+        if "measured_mass_kg" not in g and "gross_mass_kg" in g:
+            g["measured_mass_kg"] = _measured(rng, np.asarray(g["gross_mass_kg"], float),
+                                              np.asarray(g["transport_mode"]))
+        if "day" in g:
+            day[pos] = g.pop("day")
+        for c, v in g.items():
+            if c == "true_value":
+                continue
+            cols[c][pos] = v
+        scheme[pos] = name
+
+
+def _frame(cols: dict, day: np.ndarray, scheme: np.ndarray, *, seed: int,
+           start: str) -> pd.DataFrame:
+    """The generated columns as the output frame: canonical order, fixed dtypes."""
+    rows = len(day)
+    dates = (np.datetime64(start) + day.astype("timedelta64[D]")).astype(str)
+    is_fraud = (scheme != "").astype(np.int64)
+    out = {
+        "declaration_id": _ids(f"S{seed}-", np.arange(rows), 8),
+        "date": dates.astype(object),
+        **{c: cols[c] for c in ("hs_code", "description", "origin_country", "dispatch_country",
+                                "transport_mode", "exporter_id", "importer_id", "declarant_id",
+                                "net_mass_kg", "gross_mass_kg", "quantity", "unit", "packages",
+                                "package_type", "customs_value")},
+        "currency": np.full(rows, "USD", dtype=object),
+        "composition": cols["composition"],
+        "measured_mass_kg": cols["measured_mass_kg"],
+        "is_fraud": is_fraud,
+        "fraud_scheme": np.where(is_fraud == 1, scheme, None),
+        "revenue": np.round(np.where(is_fraud == 1, cols["revenue"].astype(float), 0.0), 2),
+    }
+    df = pd.DataFrame(out, columns=list(OUTPUT_COLUMNS))
+    for c in ("net_mass_kg", "gross_mass_kg", "quantity", "customs_value", "measured_mass_kg",
+              "revenue"):
+        df[c] = df[c].astype(np.float64)
+    df["packages"] = df["packages"].astype(np.int64)
+    for c in ("declaration_id", "date", "hs_code", "description", "origin_country",
+              "dispatch_country", "transport_mode", "exporter_id", "importer_id", "declarant_id",
+              "unit", "package_type", "currency", "composition", "fraud_scheme"):
+        df[c] = df[c].astype("str")
+    return df
+
+
 def generate(rows: int = 10_000, seed: int = 0, fraud_rate: float = 0.01,
              start: str = "2025-01-01", days: int = 365, world: int = 0,
              traders: int = 4000) -> pd.DataFrame:
@@ -555,55 +619,5 @@ def generate(rows: int = 10_000, seed: int = 0, fraud_rate: float = 0.01,
     scheme = np.full(rows, "", dtype=object)
 
     n_fraud = int(round(rows * fraud_rate))
-    per = np.full(len(SCHEMES), n_fraud // len(SCHEMES))
-    per[: n_fraud % len(SCHEMES)] += 1
-    positions = rng.permutation(rows)[:n_fraud]
-    start_i = 0
-    for name, k in zip(SCHEMES, per, strict=True):
-        pos = positions[start_i:start_i + k]
-        start_i += k
-        if k == 0:
-            continue
-        if name == "undervaluation":
-            g = _undervaluation(rng, cols, pos)
-        elif name == "postal_splitting":
-            g = _postal_splitting(rng, tab, tr, int(k), days)
-        else:
-            g = globals()[f"_{name}"](rng, tab, tr, int(k))
-        if "measured_mass_kg" not in g and "gross_mass_kg" in g:
-            g["measured_mass_kg"] = _measured(rng, np.asarray(g["gross_mass_kg"], float),
-                                              np.asarray(g["transport_mode"]))
-        if "day" in g:
-            day[pos] = g.pop("day")
-        for c, v in g.items():
-            if c == "true_value":
-                continue
-            cols[c][pos] = v
-        scheme[pos] = name
-
-    dates = (np.datetime64(start) + day.astype("timedelta64[D]")).astype(str)
-    is_fraud = (scheme != "").astype(np.int64)
-    out = {
-        "declaration_id": _ids(f"S{seed}-", np.arange(rows), 8),
-        "date": dates.astype(object),
-        **{c: cols[c] for c in ("hs_code", "description", "origin_country", "dispatch_country",
-                                "transport_mode", "exporter_id", "importer_id", "declarant_id",
-                                "net_mass_kg", "gross_mass_kg", "quantity", "unit", "packages",
-                                "package_type", "customs_value")},
-        "currency": np.full(rows, "USD", dtype=object),
-        "composition": cols["composition"],
-        "measured_mass_kg": cols["measured_mass_kg"],
-        "is_fraud": is_fraud,
-        "fraud_scheme": np.where(is_fraud == 1, scheme, None),
-        "revenue": np.round(np.where(is_fraud == 1, cols["revenue"].astype(float), 0.0), 2),
-    }
-    df = pd.DataFrame(out, columns=list(OUTPUT_COLUMNS))
-    for c in ("net_mass_kg", "gross_mass_kg", "quantity", "customs_value", "measured_mass_kg",
-              "revenue"):
-        df[c] = df[c].astype(np.float64)
-    df["packages"] = df["packages"].astype(np.int64)
-    for c in ("declaration_id", "date", "hs_code", "description", "origin_country",
-              "dispatch_country", "transport_mode", "exporter_id", "importer_id", "declarant_id",
-              "unit", "package_type", "currency", "composition", "fraud_scheme"):
-        df[c] = df[c].astype("str")
-    return df
+    _plant_frauds(rng, tab, tr, cols, day, scheme, n_fraud, days)
+    return _frame(cols, day, scheme, seed=seed, start=start)

@@ -395,8 +395,8 @@ def explain(model, input, declaration_id, as_json, columns, encoding):
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("scored", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
+@click.argument("scored", type=click.Path(dir_okay=False), required=False)
 @click.option("--labels", "labels", type=click.Path(dir_okay=False), default=None,
               help="Original or labelled declarations (joined on declaration_id): adds "
                    "breakdowns, and precision/recall/revenue when is_fraud is present.")
@@ -412,9 +412,26 @@ def explain(model, input, declaration_id, as_json, columns, encoding):
 @_force
 @_errors
 def report(model, scored, labels, top, output, summary, columns, encoding, force):
-    """Write an HTML risk report from the output of `detector score`."""
-    from .report import write_report
+    """Write an HTML risk report from the output of `detector score` (MODEL SCORED), or
+    from a `detector backtest` output folder (OUTDIR alone)."""
+    from .report import is_backtest_dir, write_backtest_report, write_report
 
+    if scored is None:
+        if not is_backtest_dir(model):
+            raise click.UsageError(f"SCORED is required unless {model!r} is a `detector "
+                                   "backtest` output folder (with summary.json and "
+                                   "periods.csv)")
+        given = [n for n, v in (("--labels", labels), ("--summary", summary),
+                                ("--columns", columns)) if v is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} apply to a scored file, not to a "
+                                   "backtest folder")
+        _note(f"building backtest report from {model}")
+        result = write_backtest_report(model, output, force=force)
+        _note(f"report: {len(result['strategies'])} strategies over {result['periods']} "
+              f"periods, {result['images']} plot(s); wrote {output}")
+        _out(result)
+        return
     _note(f"building report from {scored}" + (f" and {labels}" if labels else ""))
     summary = write_report(model, scored, output, labels=labels, top=top, force=force,
                            columns=columns, encoding=encoding, summary=summary)

@@ -5,6 +5,7 @@ original or labelled declarations into a single HTML page: a summary, the score
 histogram with the threshold lines, the top flagged declarations with their reasons,
 breakdowns by commodity chapter, origin and transport mode, and, when labels are given,
 precision / recall / revenue against the inspection budget and recall by fraud scheme.
+``build_backtest_report`` does the same for a ``detector backtest`` output folder.
 
 The page needs nothing but itself: images are inlined as base64 PNG, styles are inline,
 there is no JavaScript and a Content-Security-Policy forbids any network fetch. Every
@@ -35,7 +36,8 @@ from .errors import InputError, SchemaError
 from .io import CSV_INJECTION_PREFIXES, LIST_SEPARATOR
 
 __all__ = ["build_report", "write_report", "read_scored", "count_rejects", "lane_split",
-           "PLOT_BUDGETS", "SCORED_COLUMNS", "new_figure"]
+           "PLOT_BUDGETS", "SCORED_COLUMNS", "new_figure", "is_backtest_dir",
+           "build_backtest_report", "write_backtest_report"]
 
 SCORED_COLUMNS = ("declaration_id", "anomaly_score", "rank", "flagged", "lane",
                   "random_selected", "reasons")
@@ -662,6 +664,11 @@ def build_report(model, scored_df: pd.DataFrame, rejects_count: int,
                                                    "recall at 5% by scheme")
                              + "</div></div>")
 
+    return _page(title, parts)
+
+
+def _page(title: str, parts: list[str]) -> str:
+    # No script, no network: the report opens the same offline and in a mail client.
     csp = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
            "base-uri 'none'; form-action 'none'")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -669,6 +676,83 @@ def build_report(model, scored_df: pd.DataFrame, rejects_count: int,
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
+
+
+def is_backtest_dir(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a folder written by ``detector backtest``."""
+    p = Path(path)
+    return p.is_dir() and (p / "summary.json").is_file() and (p / "periods.csv").is_file()
+
+
+def build_backtest_report(summary: Mapping[str, Any], periods: pd.DataFrame,
+                          plot_png: bytes | None = None, *,
+                          title: str = "Backtest: the agency's loop replayed") -> str:
+    """HTML for a ``detector backtest`` OUTDIR: the replay's settings, each strategy's
+    cumulative figures, the precision/recall plot and the per-period table."""
+    strategies = summary.get("strategies") or {}
+    has_rev = any("revenue_found" in v for v in strategies.values())
+    parts = [f"<h1>{_e(title)}</h1>",
+             f'<p class="sub">{_e(", ".join(map(str, summary.get("history", []))))}</p>',
+             "<h2>Replay</h2>",
+             _kv([("start", _e(summary.get("start"))), ("period", _e(summary.get("period"))),
+                  ("periods", _num(summary.get("periods"))),
+                  ("budget", _pct(summary.get("budget"))),
+                  ("random share of the budget", _pct(summary.get("random"))),
+                  ("refit", _e(summary.get("refit"))), ("seed", _e(summary.get("seed"))),
+                  ("trained on before start", _num(summary.get("trained_before_start"))),
+                  ("replayed declarations", _num(summary.get("replayed_rows"))),
+                  ("rejected", _num(summary.get("rejected")))]),
+             "<h2>Cumulative, per strategy</h2>"]
+    headers = ["strategy", "selected", "frauds", "found", "precision", "recall",
+               "found by random (ranking missed)"] + (["revenue found"] if has_rev else [])
+    rows = [[_e(name), _num(v.get("selected")), _num(v.get("frauds")),
+             _num(v.get("frauds_found")), _pct(v.get("precision")), _pct(v.get("recall")),
+             _num(v.get("frauds_found_by_random_missed_by_rank"))]
+            + ([_num(v.get("revenue_found"), ",.0f")] if has_rev else [])
+            for name, v in strategies.items()]
+    parts.append(_table(headers, rows, numeric=set(range(1, len(headers)))))
+    if plot_png:
+        parts.append(_img(base64.b64encode(plot_png).decode("ascii"),
+                          "precision and recall per period for each strategy"))
+    parts.append("<h2>Per period</h2>")
+    cols = [c for c in ("strategy", "period", "period_start", "rows", "selected", "frauds",
+                        "frauds_found", "frauds_found_by_random", "precision", "recall",
+                        "revenue_found") if c in periods.columns]
+    fmt = {"precision": _pct, "recall": _pct}
+    prow = [[fmt.get(c, _e if c in ("strategy", "period_start") else _num)(r[c])
+             for c in cols] for r in periods[cols].to_dict("records")]
+    parts.append('<div class="scroll">' + _table(
+        cols, prow, numeric={i for i, c in enumerate(cols)
+                             if c not in ("strategy", "period_start")}) + "</div>")
+    return _page(title, parts)
+
+
+def write_backtest_report(outdir: str | os.PathLike, output: str | os.PathLike,
+                          force: bool = False) -> dict:
+    """Read a ``detector backtest`` OUTDIR and write its HTML report atomically."""
+    import json
+
+    from .io import atomic_write_text
+
+    started = time.time()
+    d, out = Path(outdir), Path(output)
+    if out.exists() and not force:
+        raise InputError(f"OUTPUT {out} exists; pass --force to overwrite")
+    try:
+        summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))
+        strategies = summary["strategies"]
+        periods = pd.read_csv(d / "periods.csv")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{d}: not a `detector backtest` output folder "
+                         f"({type(exc).__name__}: {exc})") from None
+    plot = d / str(summary.get("plot") or "precision_recall.png")
+    png = plot.read_bytes() if plot.is_file() else None
+    text = build_backtest_report(summary, periods, png)
+    atomic_write_text(out, text, force=force)
+    return {"output": str(out), "backtest": str(d), "strategies": list(strategies),
+            "periods": int(summary.get("periods") or 0),
+            "images": text.count('src="data:image/png;base64,'),
+            "bytes": len(text.encode("utf-8")), "seconds": round(time.time() - started, 3)}
 
 
 def write_report(model_path: str | os.PathLike, scored_path: str | os.PathLike,

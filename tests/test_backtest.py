@@ -189,3 +189,34 @@ def test_cli_refit_option_reaches_the_replay_and_matches_the_library(history, tm
     r = subprocess.run(["detector", "backtest", src, "--labels", "is_fraud", "--start", START,
                         "--refit", "some", "-o", str(tmp_path / "x")], capture_output=True, text=True)
     assert r.returncode == 2 and "'some' is not one of" in r.stderr
+
+
+def test_report_pointed_at_the_backtest_folder(history, tmp_path):
+    summary, _, periods = _run(history, tmp_path, "rep", strategies=("forest", "random"))
+    out = tmp_path / "rep"
+    html_path = tmp_path / "backtest.html"
+    r = subprocess.run(["detector", "report", str(out), "-o", str(html_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["strategies"] == ["forest", "random"]
+    assert result["periods"] == summary["periods"]
+    text = html_path.read_text(encoding="utf-8")
+    # One row per strategy and period in the per-period table, plus the cumulative rows.
+    assert text.count("<tr>") >= len(periods) + len(summary["strategies"])
+    for name, v in summary["strategies"].items():
+        assert f"<td>{name}</td>" in text and f"{v['precision']:.1%}" in text
+    assert (result["images"] == 1) == (out / "precision_recall.png").exists()
+    assert "<script" not in text
+    # The scored-file options do not apply to a folder; a folder that is not a backtest's
+    # and a model without SCORED are usage errors (exit 2) that say what is expected.
+    for extra in (["--labels", "x.csv"], ["--summary", "s.json"]):
+        r = subprocess.run(["detector", "report", str(out), "-o", str(tmp_path / "x.html"),
+                            *extra], capture_output=True, text=True)
+        assert r.returncode == 2 and extra[0] in r.stderr
+    r = subprocess.run(["detector", "report", str(tmp_path), "-o", str(tmp_path / "y.html")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "SCORED is required" in r.stderr
+    r = subprocess.run(["detector", "report", str(out), "-o", str(html_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "--force" in r.stderr

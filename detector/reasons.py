@@ -90,7 +90,7 @@ REASON_CODES: dict[str, tuple[str, str]] = {f.name: f.reason_codes for f in FEAT
 # unseen category is information, not an error) and the officer is told, whatever its
 # score. They come after the (at most 3) reasons.
 NOTE_CODES = frozenset({"UNSEEN_COMMODITY", "UNSEEN_ORIGIN", "NET_MASS_ZERO", "VALUE_ZERO",
-                        "ORIGIN_UNKNOWN", "DISPATCH_UNKNOWN", "DATE_OUTSIDE_TRAINING"})
+                        "QUANTITY_ZERO", "ORIGIN_UNKNOWN", "DISPATCH_UNKNOWN", "DATE_OUTSIDE_TRAINING"})
 # A declaration dated more than this many days before the first or after the last training
 # date is noted: the references describe another period.
 DATE_MARGIN_DAYS = 365
@@ -497,6 +497,7 @@ def _value_notes(det: dict, reasons: list[list[str]], origin_zz: np.ndarray,
     n = len(origin_zz)
     mass0 = r.get("net_mass_zero", np.zeros(n, dtype=bool))
     value0 = r["customs_value"] == 0
+    qty0 = r["quantity"] == 0  # NaN (not declared) compares False: only a declared 0 is noted
     dispatch_zz = r["dispatch_country_raw"] == UNKNOWN_COUNTRY
     far = np.zeros(n, dtype=bool)
     span = det.get("day_range")
@@ -504,9 +505,10 @@ def _value_notes(det: dict, reasons: list[list[str]], origin_zz: np.ndarray,
         day = r["day"]
         lo, hi = int(span[0]), int(span[1])
         far = (day != -1) & ((day < lo - DATE_MARGIN_DAYS) | (day > hi + DATE_MARGIN_DAYS))
-    for i in np.flatnonzero(mass0 | value0 | origin_zz | dispatch_zz | far).tolist():
+    for i in np.flatnonzero(mass0 | value0 | qty0 | origin_zz | dispatch_zz | far).tolist():
         if full is not None and not full[i]:
             reasons[i].extend(c for c, u in (("NET_MASS_ZERO", mass0[i]), ("VALUE_ZERO", value0[i]),
+                                             ("QUANTITY_ZERO", qty0[i]),
                                              ("ORIGIN_UNKNOWN", origin_zz[i]),
                                              ("DISPATCH_UNKNOWN", dispatch_zz[i]),
                                              ("DATE_OUTSIDE_TRAINING", far[i])) if u)
@@ -517,6 +519,9 @@ def _value_notes(det: dict, reasons: list[list[str]], origin_zz: np.ndarray,
         if value0[i]:
             reasons[i].append("VALUE_ZERO: customs value declared as 0; scored without the "
                               "value-based checks")
+        if qty0[i]:
+            reasons[i].append("QUANTITY_ZERO: supplementary quantity declared as 0; scored "
+                              "without the per-unit checks")
         if origin_zz[i]:
             reasons[i].append("ORIGIN_UNKNOWN: origin declared as unknown or unspecified "
                               "(ZZ, XX, QU, QV, QZ, 'unknown'); scored as its own category")

@@ -1,6 +1,6 @@
 """Suspicious but legal values are scored with a reason code, on every path.
 
-Net mass 0, customs value 0, unknown or reserved country codes (ZZ, XX, QU, QV, QZ,
+Net mass 0, customs value 0, quantity 0, unknown or reserved country codes (ZZ, XX, QU, QV, QZ,
 'unknown'), a date far outside training: the row is valid, gets a score and a lane (never
 "manual"), and carries its code, through ``score()``, ``score_one``, and a scored CSV,
 Parquet and JSON-lines file. On the KCS test months (real-shaped data through the shipped
@@ -26,6 +26,7 @@ MAPPING = ROOT / "data" / "mappings" / "kcs.json"
 CASES = [
     ("net_mass_kg", 0.0, "NET_MASS_ZERO"),
     ("customs_value", 0.0, "VALUE_ZERO"),
+    ("quantity", 0.0, "QUANTITY_ZERO"),
     *[("origin_country", c, "ORIGIN_UNKNOWN") for c in ("ZZ", "XX", "QU", "QV", "QZ",
                                                          "unknown", "zz")],
     ("dispatch_country", "ZZ", "DISPATCH_UNKNOWN"),

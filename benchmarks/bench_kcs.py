@@ -5,7 +5,8 @@ HistGradientBoosting on ordinal-coded raw fields, in the same run.
 (b) backtest over all three files from 2021-01-01, 7-day periods, budget 10% with 1%
     random: the detector's strategies beside the HGB retrained weekly on revealed outcomes.
 
-    python benchmarks/bench_kcs.py [--strategies hybrid,random] [--skip-backtest]
+    python benchmarks/bench_kcs.py [--strategies hybrid,random] [--refit outcomes,all]
+                                   [--skip-backtest | --skip-static]
 
 Prints a table; writes benchmarks/results/bench_kcs.json. Needs ../shared/data/kcs.
 """

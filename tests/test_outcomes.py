@@ -184,3 +184,17 @@ def test_explain_of_a_labelled_model_uses_risk_for_the_lane(labelled_model, data
     assert ex["risk_score"] == out.loc[i, "risk_score"]
     assert ex["lane"] == out.loc[i, "lane"] and ex["flagged"] == out.loc[i, "flagged"]
     assert ex["reasons"] == out.loc[i, "reasons"]
+
+
+def test_scoring_never_reads_the_batch_labels(labelled_model, data):
+    # The batch's own is_fraud / revenue columns (present when an agency scores labelled
+    # history) must not reach any score: the same rows with the labels removed, or
+    # inverted, get the same bits, ranks, lanes and reasons.
+    _, test = data
+    cols = ["anomaly_score", "fraud_probability", "risk_score", "rank", "lane", "reasons"]
+    base = labelled_model.score(test)[cols]
+    unlabelled = test.drop(columns=["is_fraud", "revenue"])
+    inverted = test.assign(is_fraud=1 - test["is_fraud"].astype(int),
+                           revenue=test["revenue"][::-1].to_numpy())
+    for other in (unlabelled, inverted):
+        pd.testing.assert_frame_equal(labelled_model.score(other)[cols], base)

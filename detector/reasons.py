@@ -505,31 +505,29 @@ def _value_notes(det: dict, reasons: list[list[str]], origin_zz: np.ndarray,
         day = r["day"]
         lo, hi = int(span[0]), int(span[1])
         far = (day != -1) & ((day < lo - DATE_MARGIN_DAYS) | (day > hi + DATE_MARGIN_DAYS))
+    # In the order they are given; the date's sentence is built per row (it names the date).
+    notes = (("NET_MASS_ZERO", mass0, "net mass declared as 0 kg; scored without the "
+              "mass-based checks"),
+             ("VALUE_ZERO", value0, "customs value declared as 0; scored without the "
+              "value-based checks"),
+             ("QUANTITY_ZERO", qty0, "supplementary quantity declared as 0; scored without "
+              "the per-unit checks"),
+             ("ORIGIN_UNKNOWN", origin_zz, "origin declared as unknown or unspecified "
+              "(ZZ, XX, QU, QV, QZ, 'unknown'); scored as its own category"),
+             ("DISPATCH_UNKNOWN", dispatch_zz, "dispatch country declared as unknown or "
+              "unspecified; scored as its own category"),
+             ("DATE_OUTSIDE_TRAINING", far, None))
     for i in np.flatnonzero(mass0 | value0 | qty0 | origin_zz | dispatch_zz | far).tolist():
-        if full is not None and not full[i]:
-            reasons[i].extend(c for c, u in (("NET_MASS_ZERO", mass0[i]), ("VALUE_ZERO", value0[i]),
-                                             ("QUANTITY_ZERO", qty0[i]),
-                                             ("ORIGIN_UNKNOWN", origin_zz[i]),
-                                             ("DISPATCH_UNKNOWN", dispatch_zz[i]),
-                                             ("DATE_OUTSIDE_TRAINING", far[i])) if u)
-            continue
-        if mass0[i]:
-            reasons[i].append("NET_MASS_ZERO: net mass declared as 0 kg; scored without the "
-                              "mass-based checks")
-        if value0[i]:
-            reasons[i].append("VALUE_ZERO: customs value declared as 0; scored without the "
-                              "value-based checks")
-        if qty0[i]:
-            reasons[i].append("QUANTITY_ZERO: supplementary quantity declared as 0; scored "
-                              "without the per-unit checks")
-        if origin_zz[i]:
-            reasons[i].append("ORIGIN_UNKNOWN: origin declared as unknown or unspecified "
-                              "(ZZ, XX, QU, QV, QZ, 'unknown'); scored as its own category")
-        if dispatch_zz[i]:
-            reasons[i].append("DISPATCH_UNKNOWN: dispatch country declared as unknown or "
-                              "unspecified; scored as its own category")
-        if far[i]:
-            d = np.datetime64(int(r["day"][i]), "D")
-            a, b = np.datetime64(int(span[0]), "D"), np.datetime64(int(span[1]), "D")
-            reasons[i].append(f"DATE_OUTSIDE_TRAINING: dated {d}, training covers {a}..{b}; "
-                              "the references may describe another period")
+        codes_only = full is not None and not full[i]
+        for code, mask, text in notes:
+            if not mask[i]:
+                continue
+            if codes_only:
+                reasons[i].append(code)
+                continue
+            if text is None:
+                d = np.datetime64(int(r["day"][i]), "D")
+                a, b = np.datetime64(int(span[0]), "D"), np.datetime64(int(span[1]), "D")
+                text = f"dated {d}, training covers {a}..{b}; the references may describe " \
+                       "another period"
+            reasons[i].append(f"{code}: {text}")

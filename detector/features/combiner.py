@@ -483,11 +483,15 @@ class DeclarationFeatures(TableReader):
         Xt = np.empty((len(self.feature_names_), n), dtype=np.float64)
         neutral = getattr(self, "neutral_", None)
         for j, name in enumerate(self.feature_names_):
-            v = np.asarray(cols[name], dtype=np.float64)
-            # Missing inputs get the feature's typical value: absence alone is not
-            # evidence (where it is, a dedicated feature says so).
-            fill = neutral[j] if neutral is not None else np.nan
-            Xt[j] = np.where(np.isfinite(v), v, fill)
+            Xt[j] = cols[name]
+        # Missing inputs get the feature's typical value: absence alone is not evidence
+        # (where it is, a dedicated feature says so). One masked copy over the whole
+        # matrix: per-column fills cost more than the values for a single declaration.
+        missing = ~np.isfinite(Xt)
+        if missing.any():
+            fill = np.nan if neutral is None else np.broadcast_to(
+                np.asarray(neutral, dtype=np.float64)[:, None], Xt.shape)
+            np.copyto(Xt, fill, where=missing)
         X = np.ascontiguousarray(Xt.T)
         del Xt
         if neutral is None:

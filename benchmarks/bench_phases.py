@@ -108,7 +108,7 @@ def _score_in_threads(model, chunks: list, context, columns: list[str], threads:
                     chunk = next(todo, None)
                 if chunk is None:
                     return
-                _score_part(model, chunk, context, columns, reasons)
+                _score_part(model, chunk, context, columns, reasons=reasons)
         except BaseException as exc:  # reported by the caller, not lost in a thread
             errors.append(exc)
 
@@ -136,7 +136,7 @@ def ceiling(src: Path, model_path: Path, chunk_rows: int, repeat: int,
     columns = [c for c in model.output_columns if c != "rank"]
     runs: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
     with _rare_gc():
-        _score_part(model, chunks[0], context, columns, reasons)  # first-use caches
+        _score_part(model, chunks[0], context, columns, reasons=reasons)  # first-use caches
         for _ in range(repeat):
             for threads in (1, 2):
                 runs[threads].append(_score_in_threads(model, chunks, context, columns,

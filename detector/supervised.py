@@ -40,7 +40,7 @@ from .errors import NotFittedError, SchemaError
 from .features import encode_against, factorize
 
 __all__ = ["RiskProfiles", "PackedBoosting", "OutcomeModel", "BASE_KEYS", "BASE_PAIRS",
-           "default_pairs"]
+           "default_pairs", "DEFAULT_SMOOTHING", "DEFAULT_FOLDS"]
 
 _STATE_FORMAT = 1
 DEFAULT_SMOOTHING = 20.0
@@ -348,6 +348,10 @@ class PackedBoosting:
         if getattr(hgb, "is_categorical_", None) is not None and np.any(hgb.is_categorical_):
             raise ValueError("PackedBoosting does not pack native categorical features; encode "
                              "categories numerically (risk profiles) instead")
+        # scikit-learn has no public access to a fitted booster's trees: its private
+        # _baseline_prediction and _predictors are what its own predict reads. Pinned by
+        # tests/test_supervised.py (packed predictions equal predict_proba), so a change
+        # in scikit-learn fails there, not silently.
         base = np.asarray(hgb._baseline_prediction, dtype=np.float64).reshape(-1)
         feats, thr, miss, left, right, value, roots, depth = [], [], [], [], [], [], [], []
         offset = 0

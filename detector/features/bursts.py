@@ -15,7 +15,7 @@ from .lookup import count_table, days, pair_key
 from .spec import Family, FeatureSpec
 from .words import num, shown, values
 
-__all__ = ["FAMILY", "SMALL_MODES", "burst_context", "merge_contexts"]
+__all__ = ["FAMILY", "SPECS", "SMALL_MODES", "burst_context", "merge_contexts"]
 
 SPECS = (
     FeatureSpec("parcel_burst", "traders", ("exporter_id", "date", "transport_mode"), "z",

@@ -39,7 +39,7 @@ from .spec import EXTRA_RARITY, EXTRA_Z, FeatureSpec
 
 __all__ = ["DeclarationFeatures", "FEATURES", "FAMILIES", "FeatureSpec", "DERIVED_FROM",
            "encode_against", "factorize", "EXTRA_RARITY", "EXTRA_Z", "feature_spec",
-           "coverage_summary", "sentence_of"]
+           "coverage_summary", "sentence_of", "THIN_COVERAGE_SHARE"]
 
 # The families, in the order they fit their tables and list their grouped references (a
 # group's position is its id in partial_tables). Summaries stay last: they are derived

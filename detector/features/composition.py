@@ -19,7 +19,7 @@ from .lookup import LEVELS, count_table, encode_against, expand, explode, factor
 from .spec import Family, FeatureSpec
 from .words import hs4, pct, shown, values
 
-__all__ = ["FAMILY", "RARE_EARTHS", "composition_items", "parse_composition", "tokens"]
+__all__ = ["FAMILY", "SPECS", "RARE_EARTHS", "composition_items", "parse_composition", "tokens"]
 
 SPECS = (
     FeatureSpec("composition_foreign", "composition", ("composition",), "share",

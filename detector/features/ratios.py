@@ -15,7 +15,7 @@ from .lookup import LEVELS, MIN_LOG_SCALE, Z_CLIP, log_ratio, pair_key, signed_l
 from .spec import EXTRA_Z, Family, FeatureSpec
 from .words import level_label, num, pct, shown
 
-__all__ = ["FAMILY", "RATIOS", "ratio", "backoff"]
+__all__ = ["FAMILY", "SPECS", "RATIOS", "ratio", "backoff"]
 
 SPECS = (
     FeatureSpec("mass_per_unit_z", "weight", ("quantity", "unit"), "z",

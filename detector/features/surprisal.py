@@ -18,7 +18,7 @@ from .lookup import LEVELS, count_table, pair_key, put_counted
 from .spec import EXTRA_RARITY, Family, FeatureSpec
 from .words import counted, seen_times, shown, values
 
-__all__ = ["FAMILY", "cond_surprisal"]
+__all__ = ["FAMILY", "SPECS", "cond_surprisal"]
 
 SPECS = (
     FeatureSpec("origin_rarity", "route", (), "surprisal",

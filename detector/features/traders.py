@@ -25,7 +25,7 @@ from .ratios import ratio
 from .spec import Family, FeatureSpec
 from .words import counted, hs4, num, seen_times, shown, values
 
-__all__ = ["FAMILY"]
+__all__ = ["FAMILY", "SPECS"]
 
 SPECS = (
     FeatureSpec("exporter_origin_rarity", "route", ("exporter_id",), "surprisal",

@@ -803,7 +803,8 @@ def write_report(model_path: str | os.PathLike, scored_path: str | os.PathLike,
     summary dict (what the CLI prints).
     """
     from .io import atomic_write_text, read_table
-    from .jobs import load_model, rejects_path
+    from .jobs import rejects_path
+    from .model import load_model
     from .schema import load_column_mapping
 
     started = time.time()

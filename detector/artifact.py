@@ -29,6 +29,7 @@ digest and the payload digest together, so neither the model nor its metadata
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import hmac
@@ -219,27 +220,17 @@ def _encode(obj: Any, path: tuple[Any, ...], active: set[int]) -> Any:
             "data": b"" if obj.dtype.itemsize == 0 else obj.tobytes(),
         }
     if t in (dict, list, tuple):
-        if id(obj) in active:
-            raise ArtifactError(
-                f"{_path_str('payload', path)} refers back to a container holding it (a reference cycle)"
-            )
-        active.add(id(obj))
-        try:
+        where = _path_str("payload", path)
+        with _container(obj, active, where):
             if t is dict:
                 for k in obj:
-                    if type(k) is not str:
-                        raise ArtifactError(
-                            f"{_path_str('payload', path)} has a key {k!r} of type "
-                            f"{type(k).__name__}; payload dict keys must be str"
-                        )
+                    _str_key(k, where, "payload")
                 enc = {k: _encode(v, (*path, k), active) for k, v in obj.items()}
                 if _TAG in obj:
                     return {_TAG: "dict", "items": [[k, v] for k, v in enc.items()]}
                 return enc
             items = [_encode(v, (*path, i), active) for i, v in enumerate(obj)]
             return {_TAG: "tuple", "items": items} if t is tuple else items
-        finally:
-            active.discard(id(obj))
     if isinstance(obj, np.ndarray):
         raise ArtifactError(
             f"{_path_str('payload', path)} has unsupported type {t.__name__} (an ndarray "
@@ -251,31 +242,39 @@ def _encode(obj: Any, path: tuple[Any, ...], active: set[int]) -> Any:
     )
 
 
+@contextlib.contextmanager
+def _container(obj: Any, active: set[int], where: str):
+    """Descend into one dict/list/tuple: one already being descended into is a cycle."""
+    if id(obj) in active:
+        raise ArtifactError(f"{where} refers back to a container holding it (a reference cycle)")
+    active.add(id(obj))
+    try:
+        yield
+    finally:
+        active.discard(id(obj))
+
+
+def _str_key(k: Any, where: str, what: str) -> None:
+    if type(k) is not str:
+        raise ArtifactError(f"{where} has a key {k!r} of type {type(k).__name__}; {what} dict "
+                            "keys must be str")
+
+
 def _plain_meta(obj: Any, path: tuple[Any, ...], active: set[int]) -> Any:
     """Check ``meta`` is JSON-like and return a plain copy (tuples become lists)."""
     t = type(obj)
     if obj is None or t in (bool, int, float, str):
         return obj
     if t in (dict, list, tuple):
-        if id(obj) in active:
-            raise ArtifactError(
-                f"{_path_str('meta', path)} refers back to a container holding it (a reference cycle)"
-            )
-        active.add(id(obj))
-        try:
+        where = _path_str("meta", path)
+        with _container(obj, active, where):
             if t is dict:
                 out = {}
                 for k, v in obj.items():
-                    if type(k) is not str:
-                        raise ArtifactError(
-                            f"{_path_str('meta', path)} has a key {k!r} of type "
-                            f"{type(k).__name__}; meta dict keys must be str"
-                        )
+                    _str_key(k, where, "meta")
                     out[k] = _plain_meta(v, (*path, k), active)
                 return out
             return [_plain_meta(v, (*path, i), active) for i, v in enumerate(obj)]
-        finally:
-            active.discard(id(obj))
     raise ArtifactError(
         f"{_path_str('meta', path)} has unsupported type {t.__name__}; meta must be JSON-like "
         "(dict/list/str/int/float/bool/None)"

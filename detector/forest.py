@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["PackedForest"]
+__all__ = ["PackedForest", "Backend"]
 
 Backend = Literal["auto", "numba", "numpy"]
 

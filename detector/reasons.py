@@ -16,12 +16,20 @@ import functools
 
 import numpy as np
 
-from .features import DERIVED_FROM, EXTRA_RARITY, EXTRA_Z, FEATURES, feature_spec
+from .features import (
+    DERIVED_FROM,
+    EXTRA_RARITY,
+    EXTRA_Z,
+    FEATURES,
+    feature_spec,
+    sentence_of,
+)
 from .schema import UNKNOWN_COUNTRY
 
 __all__ = ["counterfactual_reasons", "reason_texts", "soft_notes", "MIN_DROP", "REASON_CODES",
            "NOTE_CODES", "REASON_MODES", "DEFAULT_EXPLAIN_TOP", "check_reasons_mode",
-           "explained_rows", "as_codes", "RANDOM_CODE", "DATE_MARGIN_DAYS"]
+           "explained_rows", "as_codes", "RANDOM_CODE", "DATE_MARGIN_DAYS", "feature_sentences",
+           "FEATURE_MEANING"]
 
 # What a scored row carries (see README, "Reasons"):
 #   "all"     the full sentence of every reason, on every row (the pre-1.x behaviour);
@@ -193,198 +201,14 @@ def _counterfactual(features, forest, X, scores, candidates, top, require_unusua
 
 # --- words ---------------------------------------------------------------------------------
 
-def _num(x: np.ndarray) -> np.ndarray:
-    """Numbers as short text with 3 significant digits (plain Python formatting: these
-    run only on the rows that carry the reason, and pandas would cost more per call)."""
-    x = np.asarray(x, dtype=float)
-    if len(x) > 64:
-        return _num_many(x)
-    out = np.empty(len(x), dtype=object)
-    for i, v in enumerate(x.tolist()):
-        if v != v or v in (float("inf"), float("-inf")):
-            out[i] = "n/a"
-            continue
-        mag = int(np.floor(np.log10(abs(v)))) if v else 0
-        out[i] = f"{v:.{min(max(2 - mag, 0), 6)}f}"
-    return out
-
-
-def _num_many(x: np.ndarray) -> np.ndarray:
-    """The same text as ``_num``, formatted per decimal count in bulk."""
-    finite = np.isfinite(x)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mag = np.floor(np.log10(np.abs(np.where(finite & (x != 0), x, 1.0))))
-    dec = np.clip(2 - mag, 0, 6).astype(int)
-    out = np.full(len(x), "n/a", dtype=object)
-    for d in np.unique(dec[finite]):
-        m = finite & (dec == d)
-        fmt = "{:." + str(int(d)) + "f}"
-        out[m] = [fmt.format(v) for v in x[m].tolist()]
-    return out
-
-
-def _pct(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=float) * 100
-    small = np.abs(x) < 1
-    # _num is elementwise: one call on the chosen values gives the same text as two.
-    return _num(np.where(small, x, np.round(x))).astype(object) + "%"
-
-
-def _s(a) -> np.ndarray:
-    return np.array(["?" if v is None or v != v else str(v) for v in np.asarray(a, dtype=object)
-                     .tolist()], dtype=object)
-
-
-def _level_label(det, lvl: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    hs = det["hs_text"][rows]
-    cut = np.array([99, 6, 4, 2, 0])[np.clip(lvl, 0, 4)]
-    out = np.full(len(hs), "all goods", dtype=object)
-    # One slice per HS level, not per row.
-    for c in np.unique(cut[cut > 0]).tolist():
-        m = cut == c
-        out[m] = [("hs " + h[:c]) for h in hs[m].tolist()]
-    return out
-
-
-def _range(det, name, rows):
-    med, sc = det[f"{name}|med"][rows], det[f"{name}|scale"][rows]
-    return _num(np.exp(med - 2 * sc)), _num(np.exp(med + 2 * sc))
-
-
-def _hs4(det, rows: np.ndarray) -> np.ndarray:
-    """The rows' commodity codes cut to 4 digits (made only by sentences that quote them)."""
-    return np.array([h[:4] for h in det["hs_text"][rows]], dtype=object)
-
-
-def _sentences(name: str, high: np.ndarray, det, rows: np.ndarray) -> np.ndarray:
-    """The numbers behind one feature's reason for the given rows."""
-    r = det["r"]
-    X = det["X"]
-    j = det["names"].index(name)
-    v = X[rows, j]
-    if name in ("mass_per_unit_z", "value_per_unit_z", "mass_per_package_z", "value_per_kg_z",
-                "tare_per_package_z"):
-        base = name[:-2]
-        lo, hi = _range(det, base, rows)
-        x = det[f"{base}|x"][rows]
-        where = _level_label(det, det[f"{base}|level"][rows], rows)
-        if name == "tare_per_package_z":
-            val, lo, hi = _num(np.expm1(x)), _num(np.expm1(det[f"{base}|med"][rows]
-                                                           - 2 * det[f"{base}|scale"][rows])), \
-                _num(np.expm1(det[f"{base}|med"][rows] + 2 * det[f"{base}|scale"][rows]))
-            return (val + " kg of packaging per " + _s(r["package_type_raw"][rows])
-                    + " package (gross - net) vs " + lo + "-" + hi + " typical for " + where)
-        val = _num(np.exp(x))
-        unit = _s(r["unit_raw"][rows])
-        cur = "value "
-        if name == "mass_per_unit_z":
-            return val + " kg per " + unit + " vs " + lo + "-" + hi + " typical for " + where
-        if name == "mass_per_package_z":
-            return (val + " kg per package (" + _s(r["package_type_raw"][rows]) + ") vs " + lo
-                    + "-" + hi + " typical for " + where)
-        if name == "value_per_kg_z":
-            return cur + val + " per kg vs " + lo + "-" + hi + " typical for " + where
-        return cur + val + " per " + unit + " vs " + lo + "-" + hi + " typical for " + where
-    if name == "measured_mass_z":
-        x = det["measured_mass|x"][rows]
-        declared = np.where(np.isfinite(r["gross_mass_kg"][rows]), r["gross_mass_kg"][rows],
-                            r["net_mass_kg"][rows])
-        return ("weighed " + _num(r["measured_mass_kg"][rows]) + " kg at the border vs "
-                + _num(declared) + " kg declared (" + _pct(np.exp(x) - 1) + ")")
-    if name == "value_vs_history_z":
-        x = det["value_per_kg|x"][rows]
-        return ("value " + _num(np.exp(x)) + " per kg vs " + _num(np.exp(det["history|med"][rows]))
-                + " usual for exporter " + _s(r["exporter_id_raw"][rows]) + " on this code")
-    if name == "composition_foreign":
-        return (_pct(v) + " of the declared composition is made of components rarely "
-                "declared under hs " + _hs4(det, rows) + " ('" + _s(r["composition"][rows])
-                + "')")
-    if name == "rare_earth_excess":
-        return ("rare-earth compounds make " + _pct(v) + " of the declared composition, "
-                "unusual under hs " + _hs4(det, rows) + " ('" + _s(r["composition"][rows])
-                + "')")
-    if name == "composition_surprise":
-        p, hs4 = det["composition|p_decl"][rows], _hs4(det, rows)
-        return np.where(high | (r["composition"][rows] != None),  # noqa: E711
-                        "composition declared where only " + _pct(p) + " of hs " + hs4
-                        + " declarations state one",
-                        "no composition declared where " + _pct(p) + " of hs " + hs4
-                        + " declarations state one")
-    if name == "description_foreign":
-        return ("description '" + _s(r["description"][rows]) + "' uses words never seen "
-                "for hs " + _hs4(det, rows) + " (" + _pct(v) + " of its words)")
-
-    def counted(what: str) -> np.ndarray:
-        """'never seen in N training declarations of X' / 'in K of N ... (p%)'."""
-        seen = det[f"{name}|seen"][rows]
-        among = det[f"{name}|among"][rows]
-        lvl = det.get(f"{name}|level")
-        scope = (" of " + _level_label(det, lvl[rows], rows)) if lvl is not None else ""
-        what = np.broadcast_to(np.asarray(what, dtype=object), seen.shape)
-        scope = np.broadcast_to(np.asarray(scope, dtype=object), seen.shape)
-        k, n_ = seen.astype(np.int64), among.astype(np.int64)
-        # One f-string per row (each row gets only its own wording), not a chain of
-        # object-array additions that makes every intermediate string.
-        out = np.empty(len(seen), dtype=object)
-        is_never = seen <= 0
-        never = np.flatnonzero(is_never)
-        out[never] = [f"{w} never seen in {b} training declarations{c}" for w, b, c in zip(
-            what[never].tolist(), n_[never].tolist(), scope[never].tolist(), strict=True)]
-        met = np.flatnonzero(~is_never)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = _pct(np.where(among[met] > 0, seen[met] / among[met], 0.0))
-        out[met] = [f"{w} in {a} of {b} training declarations{c} ({p})"
-                    for w, a, b, c, p in zip(what[met].tolist(), k[met].tolist(),
-                                             n_[met].tolist(), scope[met].tolist(),
-                                             share.tolist(), strict=True)]
-        return out
-
-    if name.startswith(EXTRA_RARITY):
-        col = name[len(EXTRA_RARITY):]
-        return counted(col + " " + _s(r[f"x:{col}_raw"][rows]))
-    if name.startswith(EXTRA_Z):
-        col = name[len(EXTRA_Z):]
-        med, sc = det[f"xz:{col}|med"][rows], det[f"xz:{col}|scale"][rows]
-        return (col + " " + _num(det[f"xz:{col}|x"][rows]) + " vs " + _num(med - 2 * sc) + " to "
-                + _num(med + 2 * sc) + " typical for " + _level_label(
-                    det, det[f"xz:{col}|level"][rows], rows))
-    if name == "origin_rarity":
-        return counted("origin " + _s(r["origin_country_raw"][rows]))
-    if name == "origin_dispatch_rarity":
-        return counted("origin " + _s(r["origin_country_raw"][rows]) + " dispatched from "
-                       + _s(r["dispatch_country_raw"][rows]) + ":") + " with that origin"
-    if name == "origin_differs":
-        return ("origin " + _s(r["origin_country_raw"][rows]) + " but dispatched from "
-                + _s(r["dispatch_country_raw"][rows]))
-    if name == "exporter_origin_rarity":
-        return counted("exporter " + _s(r["exporter_id_raw"][rows]) + ": origin "
-                       + _s(r["origin_country_raw"][rows])) + " by this exporter"
-    if name == "exporter_commodity_rarity":
-        return counted("exporter " + _s(r["exporter_id_raw"][rows]) + ": hs "
-                       + _hs4(det, rows)) + " by this exporter"
-    if name == "mode_rarity":
-        return counted("transport " + _s(r["transport_mode_raw"][rows]))
-    if name == "package_rarity":
-        return counted("package type " + _s(r["package_type_raw"][rows]))
-    if name == "unit_rarity":
-        return counted("unit " + _s(r["unit_raw"][rows]))
-    if name in ("exporter_history", "importer_history"):
-        who = "exporter" if name == "exporter_history" else "importer"
-        seen = np.round(1.0 / np.maximum(v, 1e-9) - 1.0).astype(int)
-        ids = _s(r[f"{who}_id_raw"][rows])
-        return np.where(seen == 0, who + " " + ids + " never seen in training",
-                        who + " " + ids + " seen only " + seen.astype(str).astype(object)
-                        + " times in training")
-    if name == "commodity_novelty":
-        seen = np.round(1.0 / np.maximum(v, 1e-9) - 1.0).astype(int)
-        codes = "hs " + _s(det["hs_text"][rows])
-        return np.where(seen == 0, codes + " never seen in training",
-                        codes + " seen only " + seen.astype(str).astype(object)
-                        + " times in training")
-    if name == "parcel_burst":
-        return ("post/courier items from exporter " + _s(r["exporter_id_raw"][rows])
-                + " that day: " + _num(np.exp(v)) + "x its usual daily count")
-    return np.full(len(rows), name, dtype=object)
+def feature_sentences(name: str, high: np.ndarray, det: dict, rows: np.ndarray) -> np.ndarray:
+    """The numbers behind one feature's reason for the given rows (``det`` with the
+    matrix as ``X`` and the feature names as ``names``; ``high`` where the value is above
+    typical), worded by the feature's own family in detector/features/; the feature's
+    name where no family words it."""
+    say = sentence_of(name)
+    out = None if say is None else say(name, high, det, rows)
+    return np.full(len(rows), name, dtype=object) if out is None else out
 
 
 _FEW_ROWS = 64
@@ -429,14 +253,14 @@ def reason_texts(features, X: np.ndarray, det: dict, idx: np.ndarray,
         if full is None:
             # Two possible prefixes: one addition per row, not two.
             prefix = np.where(high, hi_code + ": ", lo_code + ": ").astype(object)
-            out[rows_k] = prefix + _sentences(name, high, det, rows)
+            out[rows_k] = prefix + feature_sentences(name, high, det, rows)
             continue
         say = full[rows]
         out[rows_k[0][~say], rows_k[1][~say]] = np.where(high[~say], hi_code, lo_code)
         if say.any():
             rows_s = rows[say]
             prefix = np.where(high[say], hi_code + ": ", lo_code + ": ").astype(object)
-            out[rows_s, rows_k[1][say]] = prefix + _sentences(name, high[say], det, rows_s)
+            out[rows_s, rows_k[1][say]] = prefix + feature_sentences(name, high[say], det, rows_s)
     return _row_lists(out, idx >= 0)
 
 

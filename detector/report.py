@@ -491,6 +491,34 @@ def build_report(model, scored_df: pd.DataFrame, rejects_count: int,
     """
     if int(top) < 0:
         raise ValueError(f"top must be >= 0, got {top}")
+    df, n_joined = _join_inputs(_scored_frame(scored_df), inputs_df)
+    has_inputs = inputs_df is not None
+    labels = None
+    if has_inputs and "in_is_fraud" in df.columns:
+        labels = _labels(df)
+        if not labels[0].any():
+            labels = None  # a label column without one usable label: as unlabelled
+    md = dict(getattr(model, "metadata_", {}) or {})
+    parts = [_report_header(title, md, sources),
+             _summary_section(model, df, int(rejects_count), md),
+             _health_section(model, df, health)]
+    if has_inputs:
+        n_labelled = 0 if labels is None else int(labels[0].sum())
+        parts.append(f'<p class="note">INPUT joined on declaration_id: {_num(n_joined)} of '
+                     f'{_num(len(df))} scored rows found; labelled rows: '
+                     f'{_num(n_labelled)}.</p>')
+    parts += _score_section(model, df, labels)
+    parts += _top_section(df, top)
+    if has_inputs and n_joined:
+        parts += _breakdown_section(df, labels is not None)
+    if labels is not None:
+        parts += _labels_section(df, *labels)
+    return _page(title, parts)
+
+
+def _scored_frame(scored_df: pd.DataFrame) -> pd.DataFrame:
+    """The scored rows with their columns in one form (booleans, reason lists, scores),
+    rows without a score left out."""
     missing = [c for c in SCORED_COLUMNS if c not in scored_df.columns]
     if missing:
         raise SchemaError(f"scored frame lacks column(s) {missing}")
@@ -499,39 +527,25 @@ def build_report(model, scored_df: pd.DataFrame, rejects_count: int,
     scored["random_selected"] = _as_bool(scored["random_selected"])
     scored["reasons"] = [_as_reasons(v) for v in scored["reasons"].astype(object)]
     scored["anomaly_score"] = pd.to_numeric(scored["anomaly_score"], errors="coerce")
-    scored = scored[scored["anomaly_score"].notna()].reset_index(drop=True)
-    df, n_joined = _join_inputs(scored, inputs_df)
-    has_inputs = inputs_df is not None
-    labelled_mask = np.zeros(len(df), dtype=bool)
-    if has_inputs and "in_is_fraud" in df.columns:
-        labelled_mask, y, rev, scheme = _labels(df)
-    has_labels = bool(labelled_mask.any())
+    return scored[scored["anomaly_score"].notna()].reset_index(drop=True)
 
-    n_scored = len(df)
-    n_rejected = int(rejects_count)
-    n_rows = n_scored + n_rejected
-    n_flagged = int(df["flagged"].sum())
-    n_random = int(df["random_selected"].sum())
-    md = dict(getattr(model, "metadata_", {}) or {})
-    training = md.get("training", {}) or {}
-    params = md.get("params", {}) or {}
 
-    parts: list[str] = []
+def _report_header(title: str, md: Mapping[str, Any], sources: Mapping[str, str] | None) -> str:
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     src = "".join(f"<br>{_e(k)}: <code>{_e(v)}</code>" for k, v in (sources or {}).items())
-    parts.append(f"<h1>{_e(title)}</h1><p class=\"sub\">generated {_e(now)} by detector "
-                 f"{_e(md.get('detector_version', ''))}{src}</p>")
+    return (f"<h1>{_e(title)}</h1><p class=\"sub\">generated {_e(now)} by detector "
+            f"{_e(md.get('detector_version', ''))}{src}</p>")
 
-    # ---- summary
-    cards = [("rows", n_rows), ("scored", n_scored), ("rejected", n_rejected),
-             ("flagged", n_flagged), ("random selections", n_random)]
-    html_cards = "".join(f'<div class="card"><b>{_num(v)}</b>{_e(k)}</div>' for k, v in cards)
-    lane_rows = _lane_rows(df, n_scored)
+
+def _model_facts(model, md: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The model's settings and training figures, for the summary's key-value table."""
+    training = md.get("training", {}) or {}
+    params = md.get("params", {}) or {}
     lane_thr = ", ".join(f"{_e(k)} &ge; {float(v):.4f}"
                          for k, v in (getattr(model, "lane_thresholds_", {}) or {}).items())
     lane_shares = ", ".join(f"{_e(k)} {float(v):.1%}"
                             for k, v in (params.get("lanes") or {}).items())
-    meta = [
+    return [
         ("training rows", _num(training.get("rows", "n/a"))),
         ("rejected at training", _num(training.get("rejected", "n/a"))),
         ("trained (UTC)", _e(training.get("trained_utc", "n/a"))),
@@ -546,125 +560,146 @@ def build_report(model, scored_df: pd.DataFrame, rejects_count: int,
                                      or "none")),
         ("model created (UTC)", _e(md.get("created_utc", "n/a"))),
     ]
+
+
+def _summary_section(model, df: pd.DataFrame, n_rejected: int, md: Mapping[str, Any]) -> str:
+    """Counts (rows in = scored + rejected), the lanes and the model's settings."""
+    n_scored = len(df)
+    n_rows = n_scored + n_rejected
+    n_flagged = int(df["flagged"].sum())
+    n_random = int(df["random_selected"].sum())
+    params = md.get("params", {}) or {}
+    cards = [("rows", n_rows), ("scored", n_scored), ("rejected", n_rejected),
+             ("flagged", n_flagged), ("random selections", n_random)]
+    html_cards = "".join(f'<div class="card"><b>{_num(v)}</b>{_e(k)}</div>' for k, v in cards)
     flagged_share = _pct(n_flagged / n_scored) if n_scored else "n/a"
-    parts.append("<h2>Summary</h2>" + f'<div class="cards">{html_cards}</div>'
-                 + f'<p>{_num(n_flagged)} of {_num(n_scored)} scored declarations are flagged '
-                 f'({flagged_share}); rows in = scored + rejected = {_num(n_rows)}.</p>'
-                 + '<div class="flex"><div><h3>Lanes</h3>'
-                 + _table(["lane", "declarations", "share", "chosen by rank",
-                           "chosen at random"], lane_rows, numeric={1, 2, 3, 4})
-                 + _lane_note(model, params, n_random) + "</div><div><h3>Model</h3>" + _kv(meta) + "</div></div>")
-    parts.append(_health_section(model, df, health))
-    if has_inputs:
-        parts.append(f'<p class="note">INPUT joined on declaration_id: {_num(n_joined)} of '
-                     f'{_num(n_scored)} scored rows found; labelled rows: '
-                     f'{_num(int(labelled_mask.sum()))}.</p>')
+    return ("<h2>Summary</h2>" + f'<div class="cards">{html_cards}</div>'
+            + f'<p>{_num(n_flagged)} of {_num(n_scored)} scored declarations are flagged '
+            f'({flagged_share}); rows in = scored + rejected = {_num(n_rows)}.</p>'
+            + '<div class="flex"><div><h3>Lanes</h3>'
+            + _table(["lane", "declarations", "share", "chosen by rank",
+                      "chosen at random"], _lane_rows(df, n_scored), numeric={1, 2, 3, 4})
+            + _lane_note(model, params, n_random) + "</div><div><h3>Model</h3>"
+            + _kv(_model_facts(model, md)) + "</div></div>")
 
-    # ---- histogram
-    parts.append("<h2>Score distribution</h2>")
-    if n_scored:
-        fraud_all = None
-        if has_labels:
-            fraud_all = np.zeros(n_scored, dtype=bool)
-            fraud_all[np.flatnonzero(labelled_mask)[y == 1]] = True
-        parts.append(_img(_histogram(df["anomaly_score"].to_numpy(dtype=float), model,
-                                     fraud_all), "histogram of anomaly scores"))
-        parts.append('<p class="note">Declarations right of the black line are flagged; '
-                     "the dashed lines start the other lanes.</p>")
-    else:
-        parts.append("<p>No declaration was scored.</p>")
 
-    # ---- top flagged
+def _score_section(model, df: pd.DataFrame, labels) -> list[str]:
+    """The histogram of scores (frauds shaded when labelled) with the lane cut-offs."""
+    parts = ["<h2>Score distribution</h2>"]
+    n_scored = len(df)
+    if not n_scored:
+        return parts + ["<p>No declaration was scored.</p>"]
+    fraud_all = None
+    if labels is not None:
+        labelled_mask, y = labels[0], labels[1]
+        fraud_all = np.zeros(n_scored, dtype=bool)
+        fraud_all[np.flatnonzero(labelled_mask)[y == 1]] = True
+    parts.append(_img(_histogram(df["anomaly_score"].to_numpy(dtype=float), model,
+                                 fraud_all), "histogram of anomaly scores"))
+    parts.append('<p class="note">Declarations right of the black line are flagged; '
+                 "the dashed lines start the other lanes.</p>")
+    return parts
+
+
+def _top_row(r: pd.Series, extra: list[str]) -> list[str]:
+    """One flagged declaration's cells: rank, id, score, lane, input columns, reasons."""
+    lane = _lane_badge(str(r["lane"]))
+    if r["random_selected"]:
+        lane += ' <span class="rnd">random</span>'
+    row = [_num(r["rank"]), f"<code>{_e(r['declaration_id'])}</code>",
+           f"{float(r['anomaly_score']):.4f}", lane]
+    for c in extra:
+        v = r[f"in_{c}"]
+        text = "" if v is None or (isinstance(v, float) and v != v) else str(v)
+        if len(text) > _DESCRIPTION_CHARS:
+            text = text[:_DESCRIPTION_CHARS] + "\u2026"
+        row.append(_e(text))
+    reasons = r["reasons"] or []
+    row.append("<ul>" + "".join(f"<li>{_e(x)}</li>" for x in reasons) + "</ul>"
+               if reasons else "<em>no reason recorded</em>")
+    return row
+
+
+def _top_section(df: pd.DataFrame, top: int) -> list[str]:
+    """The ``top`` highest-ranked flagged declarations with their reasons."""
     top_rows = df[df["flagged"]].sort_values(["rank", "anomaly_score"],
                                              ascending=[True, False]).head(int(top))
-    headers = ["rank", "declaration_id", "anomaly score", "lane"]
     extra = [c for c in ("hs_code", "origin_country", "transport_mode", "description")
              if f"in_{c}" in df.columns]
-    headers += extra + ["reasons"]
-    rows = []
-    for _, r in top_rows.iterrows():
-        lane = _lane_badge(str(r["lane"]))
-        if r["random_selected"]:
-            lane += ' <span class="rnd">random</span>'
-        row = [_num(r["rank"]), f"<code>{_e(r['declaration_id'])}</code>",
-               f"{float(r['anomaly_score']):.4f}", lane]
-        for c in extra:
-            v = r[f"in_{c}"]
-            text = "" if v is None or (isinstance(v, float) and v != v) else str(v)
-            if len(text) > _DESCRIPTION_CHARS:
-                text = text[:_DESCRIPTION_CHARS] + "\u2026"
-            row.append(_e(text))
-        reasons = r["reasons"] or []
-        row.append("<ul>" + "".join(f"<li>{_e(x)}</li>" for x in reasons) + "</ul>"
-                   if reasons else "<em>no reason recorded</em>")
-        rows.append(row)
-    parts.append(f"<h2>Top {_num(len(top_rows))} flagged declarations</h2>")
-    if rows:
-        parts.append(f'<p class="note">Highest scores first, of {_num(n_flagged)} flagged. '
-                     "Each reason names the feature that, put back to its typical value, "
-                     "lowers the score most, with the numbers an officer can check.</p>")
-        parts.append('<div class="scroll">' + _table(headers, rows, numeric={0, 2}, cls="top")
-                     + "</div>")
-    else:
-        parts.append("<p>No declaration is flagged.</p>")
+    headers = ["rank", "declaration_id", "anomaly score", "lane", *extra, "reasons"]
+    rows = [_top_row(r, extra) for _, r in top_rows.iterrows()]
+    parts = [f"<h2>Top {_num(len(top_rows))} flagged declarations</h2>"]
+    if not rows:
+        return parts + ["<p>No declaration is flagged.</p>"]
+    parts.append(f'<p class="note">Highest scores first, of {_num(int(df["flagged"].sum()))} '
+                 "flagged. Each reason names the feature that, put back to its typical value, "
+                 "lowers the score most, with the numbers an officer can check.</p>")
+    parts.append('<div class="scroll">' + _table(headers, rows, numeric={0, 2}, cls="top")
+                 + "</div>")
+    return parts
 
-    # ---- breakdowns
-    if has_inputs and n_joined:
-        parts.append("<h2>Breakdowns</h2>")
-        blocks = []
-        if "in_hs_code" in df.columns:
-            chapter = _text_col(df, "in_hs_code").str.replace(r"\D", "", regex=True).str[:2]
-            blocks.append(_breakdown(df, chapter, "HS chapter", has_labels))
-        if "in_origin_country" in df.columns:
-            blocks.append(_breakdown(df, _text_col(df, "in_origin_country").str.upper(),
-                                     "origin country", has_labels))
-        if "in_transport_mode" in df.columns:
-            blocks.append(_breakdown(df, _text_col(df, "in_transport_mode").str.lower(),
-                                     "transport mode", has_labels))
-        parts.append('<div class="flex">' + "".join(blocks) + "</div>")
 
-    # ---- performance against labels
-    if has_labels:
-        from .evaluate import budget_metrics, scheme_recall
+def _breakdown_section(df: pd.DataFrame, has_labels: bool) -> list[str]:
+    """Declarations, flagged (and frauds) by HS chapter, origin and transport mode."""
+    blocks = []
+    if "in_hs_code" in df.columns:
+        chapter = _text_col(df, "in_hs_code").str.replace(r"\D", "", regex=True).str[:2]
+        blocks.append(_breakdown(df, chapter, "HS chapter", has_labels))
+    if "in_origin_country" in df.columns:
+        blocks.append(_breakdown(df, _text_col(df, "in_origin_country").str.upper(),
+                                 "origin country", has_labels))
+    if "in_transport_mode" in df.columns:
+        blocks.append(_breakdown(df, _text_col(df, "in_transport_mode").str.lower(),
+                                 "transport mode", has_labels))
+    return ["<h2>Breakdowns</h2>", '<div class="flex">' + "".join(blocks) + "</div>"]
 
-        s = df["anomaly_score"].to_numpy(dtype=float)[labelled_mask]
-        parts.append("<h2>How the model did (labels)</h2>")
-        n_lab, n_fraud = len(y), int(y.sum())
-        parts.append(f"<p>{_num(n_lab)} labelled declarations, {_num(n_fraud)} frauds "
-                     f"({_pct(n_fraud / n_lab)}). Budgets rank the labelled rows by score: "
-                     "the top n% are inspected.</p>")
-        if n_fraud == 0:
-            parts.append("<p>No fraud among the labelled rows: recall is undefined.</p>")
-        else:
-            m = budget_metrics(y, s, rev, budgets=_TABLE_BUDGETS)
-            keys = ["precision", "recall"] + (["revenue"] if rev is not None else [])
-            rows = [[_e(f"{b:.0%}")] + [_pct(m.get(f"{k}@{_tag(b)}")) for k in keys]
-                    for b in _TABLE_BUDGETS]
-            parts.append('<div class="flex"><div>'
-                         + _table(["budget", *[f"{k}@budget" for k in keys]], rows,
-                                  numeric={1, 2, 3})
-                         + _kv([("ROC-AUC", f"{m['roc_auc']:.3f}"),
-                                ("average precision", f"{m['average_precision']:.3f}")])
-                         + "</div></div>")
-            curve_m = budget_metrics(y, s, rev, budgets=PLOT_BUDGETS)
-            curves = {k: [curve_m.get(f"{k}@{_tag(b)}", np.nan) for b in PLOT_BUDGETS]
-                      for k in keys}
-            parts.append(_img(_budget_plot(curves, PLOT_BUDGETS),
-                              "precision, recall and revenue against the budget"))
-            by_scheme = scheme_recall(y, scheme, s, 0.05)
-            if by_scheme:
-                counts = {k: int(((scheme == k) & (y == 1)).sum()) for k in by_scheme}
-                parts.append("<h3>Recall at 5% by fraud scheme</h3>")
-                srows = [[_e(k), _num(counts[k]), _pct(v)] for k, v in
-                         sorted(by_scheme.items(), key=lambda kv: -kv[1])]
-                parts.append('<div class="flex"><div>'
-                             + _table(["scheme", "frauds", "recall@5%"], srows,
-                                      numeric={1, 2})
-                             + "</div><div>" + _img(_scheme_plot(by_scheme, counts),
-                                                   "recall at 5% by scheme")
-                             + "</div></div>")
 
-    return _page(title, parts)
+def _labels_section(df: pd.DataFrame, labelled_mask: np.ndarray, y: np.ndarray,
+                    rev: np.ndarray | None, scheme: np.ndarray) -> list[str]:
+    """Precision, recall (and revenue) at budgets, AUC, and recall per fraud scheme."""
+    from .evaluate import budget_metrics
+
+    s = df["anomaly_score"].to_numpy(dtype=float)[labelled_mask]
+    n_lab, n_fraud = len(y), int(y.sum())
+    parts = ["<h2>How the model did (labels)</h2>",
+             f"<p>{_num(n_lab)} labelled declarations, {_num(n_fraud)} frauds "
+             f"({_pct(n_fraud / n_lab)}). Budgets rank the labelled rows by score: "
+             "the top n% are inspected.</p>"]
+    if n_fraud == 0:
+        return parts + ["<p>No fraud among the labelled rows: recall is undefined.</p>"]
+    m = budget_metrics(y, s, rev, budgets=_TABLE_BUDGETS)
+    keys = ["precision", "recall"] + (["revenue"] if rev is not None else [])
+    rows = [[_e(f"{b:.0%}")] + [_pct(m.get(f"{k}@{_tag(b)}")) for k in keys]
+            for b in _TABLE_BUDGETS]
+    parts.append('<div class="flex"><div>'
+                 + _table(["budget", *[f"{k}@budget" for k in keys]], rows,
+                          numeric={1, 2, 3})
+                 + _kv([("ROC-AUC", f"{m['roc_auc']:.3f}"),
+                        ("average precision", f"{m['average_precision']:.3f}")])
+                 + "</div></div>")
+    curve_m = budget_metrics(y, s, rev, budgets=PLOT_BUDGETS)
+    curves = {k: [curve_m.get(f"{k}@{_tag(b)}", np.nan) for b in PLOT_BUDGETS]
+              for k in keys}
+    parts.append(_img(_budget_plot(curves, PLOT_BUDGETS),
+                      "precision, recall and revenue against the budget"))
+    return parts + _scheme_block(y, scheme, s)
+
+
+def _scheme_block(y: np.ndarray, scheme: np.ndarray, s: np.ndarray) -> list[str]:
+    """Recall at a 5% budget per fraud scheme (nothing when no scheme is named)."""
+    from .evaluate import scheme_recall
+
+    by_scheme = scheme_recall(y, scheme, s, 0.05)
+    if not by_scheme:
+        return []
+    counts = {k: int(((scheme == k) & (y == 1)).sum()) for k in by_scheme}
+    srows = [[_e(k), _num(counts[k]), _pct(v)] for k, v in
+             sorted(by_scheme.items(), key=lambda kv: -kv[1])]
+    return ["<h3>Recall at 5% by fraud scheme</h3>",
+            '<div class="flex"><div>' + _table(["scheme", "frauds", "recall@5%"], srows,
+                                               numeric={1, 2})
+            + "</div><div>" + _img(_scheme_plot(by_scheme, counts), "recall at 5% by scheme")
+            + "</div></div>"]
 
 
 def _page(title: str, parts: list[str]) -> str:
@@ -768,7 +803,8 @@ def write_report(model_path: str | os.PathLike, scored_path: str | os.PathLike,
     summary dict (what the CLI prints).
     """
     from .io import atomic_write_text, read_table
-    from .jobs import load_model, rejects_path
+    from .jobs import rejects_path
+    from .model import load_model
     from .schema import load_column_mapping
 
     started = time.time()

@@ -35,6 +35,13 @@ __all__ = [
     "apply_column_mapping",
     "rename_map",
     "normalise_unit",
+    "CANONICAL",
+    "MAX_MASS_KG",
+    "MAX_VALUE",
+    "MAX_QUANTITY",
+    "MAX_PACKAGES",
+    "DATE_MIN",
+    "DATE_MAX",
 ]
 
 

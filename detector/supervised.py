@@ -40,7 +40,7 @@ from .errors import NotFittedError, SchemaError
 from .features import encode_against, factorize
 
 __all__ = ["RiskProfiles", "PackedBoosting", "OutcomeModel", "BASE_KEYS", "BASE_PAIRS",
-           "default_pairs"]
+           "default_pairs", "DEFAULT_SMOOTHING", "DEFAULT_FOLDS"]
 
 _STATE_FORMAT = 1
 DEFAULT_SMOOTHING = 20.0
@@ -70,6 +70,22 @@ def _col(df: pd.DataFrame, name: str) -> np.ndarray:
     return df[name].to_numpy()
 
 
+def _pair_codes(a_codes: np.ndarray, a_uniq: np.ndarray, b_codes: np.ndarray,
+                b_uniq: np.ndarray, sep: str) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of the (a, b) pairs present (-1 where either is missing) and their texts
+    ``a<sep>b``, numbered in the order of the pairs' keys."""
+    ok = (a_codes >= 0) & (b_codes >= 0)
+    if not ok.any():
+        return np.full(len(a_codes), -1, np.int64), np.array([], dtype=str)
+    w = len(b_uniq) + 1
+    pair = np.where(ok, a_codes * w + b_codes, -1)
+    up, inv = np.unique(pair[ok], return_inverse=True)
+    codes = np.full(len(a_codes), -1, np.int64)
+    codes[ok] = inv
+    text = np.asarray([f"{a_uniq[q // w]}{sep}{b_uniq[q % w]}" for q in up.tolist()], dtype=str)
+    return codes, text
+
+
 def _keys_of(df: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
     """Per row: code into ``uniq`` (-1 when missing), and the unique key strings.
 
@@ -77,18 +93,7 @@ def _keys_of(df: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
     """
     if "*" in key:
         a, b = key.split("*", 1)
-        a_codes, a_uniq = _keys_of(df, a)
-        b_codes, b_uniq = _keys_of(df, b)
-        ok = (a_codes >= 0) & (b_codes >= 0)
-        if not ok.any():
-            return np.full(len(df), -1, np.int64), np.array([], dtype=str)
-        pair = np.where(ok, a_codes * (len(b_uniq) + 1) + b_codes, -1)
-        up, inv = np.unique(pair[ok], return_inverse=True)
-        codes = np.full(len(df), -1, np.int64)
-        codes[ok] = inv
-        w = len(b_uniq) + 1
-        text = np.asarray([f"{a_uniq[q // w]}|{b_uniq[q % w]}" for q in up.tolist()], dtype=str)
-        return codes, text
+        return _pair_codes(*_keys_of(df, a), *_keys_of(df, b), "|")
     if key in ("hs", "hs6", "hs4", "hs2"):
         codes, uniq = factorize(_col(df, "hs_code"))
         uniq = np.asarray([u.replace(".", "").replace(" ", "") for u in uniq.tolist()], dtype=str)
@@ -100,18 +105,8 @@ def _keys_of(df: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
         lvl_uniq, inv = np.unique(uniq, return_inverse=True)
         return np.where(codes >= 0, inv[np.maximum(codes, 0)], -1), lvl_uniq.astype(str)
     if key == "route":
-        o_codes, o_uniq = factorize(_col(df, "origin_country"))
-        d_codes, d_uniq = factorize(_col(df, "dispatch_country"))
-        ok = (o_codes >= 0) & (d_codes >= 0)
-        if not ok.any():
-            return np.full(len(df), -1, np.int64), np.array([], dtype=str)
-        pair = np.where(ok, o_codes * (len(d_uniq) + 1) + d_codes, -1)
-        up, inv = np.unique(pair[ok], return_inverse=True)
-        codes = np.full(len(df), -1, np.int64)
-        codes[ok] = inv
-        text = np.asarray([f"{o_uniq[p // (len(d_uniq) + 1)]}>{d_uniq[p % (len(d_uniq) + 1)]}"
-                           for p in up.tolist()], dtype=str)
-        return codes, text
+        return _pair_codes(*factorize(_col(df, "origin_country")),
+                           *factorize(_col(df, "dispatch_country")), ">")
     return factorize(_col(df, key))
 
 
@@ -348,6 +343,10 @@ class PackedBoosting:
         if getattr(hgb, "is_categorical_", None) is not None and np.any(hgb.is_categorical_):
             raise ValueError("PackedBoosting does not pack native categorical features; encode "
                              "categories numerically (risk profiles) instead")
+        # scikit-learn has no public access to a fitted booster's trees: its private
+        # _baseline_prediction and _predictors are what its own predict reads. Pinned by
+        # tests/test_supervised.py (packed predictions equal predict_proba), so a change
+        # in scikit-learn fails there, not silently.
         base = np.asarray(hgb._baseline_prediction, dtype=np.float64).reshape(-1)
         feats, thr, miss, left, right, value, roots, depth = [], [], [], [], [], [], [], []
         offset = 0

@@ -706,107 +706,16 @@ def check_record(record: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     clean["declaration_id"] = did
     if did is None:
         problems.append(("declaration_id", "declaration_id is missing"))
-    hs = record.get("hs_code")
-    if _blank(hs):
-        problems.append(("hs_code", "hs_code is missing"))
-        clean["hs_code"] = None
-    else:
-        if isinstance(hs, (int, float, np.integer, np.floating)) and not isinstance(hs, bool):
-            try:
-                f = float(hs)
-            except OverflowError:  # an integer beyond float range
-                f = float("inf")
-            if np.isfinite(f) and 0 < f < 1e10 and f == int(f):
-                digits = str(int(f))
-                hs_s = "0" + digits if len(digits) % 2 else digits
-            else:
-                hs_s = None
-                problems.append(("hs_code", f"hs_code must be 6-10 digits: got {f!r} "
-                                 "(not a whole number)"))
-        else:
-            raw = str(hs).strip()
-            if re.fullmatch(r"[0-9]+\.0", raw):  # a number written by a spreadsheet
-                digits = raw[:-2]
-                hs_s = "0" + digits if len(digits) % 2 else digits
-            else:
-                hs_s = re.sub(r"[\s.]", "", raw)
-        if hs_s is not None and not _HS_DIGITS.match(hs_s):
-            problems.append(("hs_code", f"hs_code must be 6-10 digits: got '{hs_s[:40]}'"))
-            hs_s = None
-        clean["hs_code"] = hs_s
+    clean["hs_code"] = _record_hs(record.get("hs_code"), problems)
     for name, required in (("origin_country", True), ("dispatch_country", False)):
-        t = _record_text(record.get(name))
-        t = t.upper() if t is not None else None
-        if t in UNKNOWN_COUNTRY_SPELLINGS:
-            t = UNKNOWN_COUNTRY
-        if t is None and required:
-            problems.append((name, f"{name} is missing"))
-        elif t is not None and t not in COUNTRIES and t != UNKNOWN_COUNTRY:
-            problems.append((name, f"{name} is not an ISO 3166-1 alpha-2 code: '{t[:40]}'"))
-            t = None
-        clean[name] = t
+        clean[name] = _record_country(name, record.get(name), required, problems)
     for rule in _NUMERIC_RULES:
-        v = record.get(rule.name)
-        name = rule.name
-        if _blank(v):
-            if rule.required:
-                problems.append((name, f"{name} is missing"))
-            clean[name] = float("nan")
-            continue
-        try:
-            f = float(v.strip()) if isinstance(v, str) else float(v)
-        except OverflowError:  # an integer beyond float range: absurdly large
-            problems.append((name, f"{name} exceeds the plausible maximum "
-                             f"{rule.high:g}{rule.unit}: got {str(v)[:40]}"))
-            clean[name] = float("nan")
-            continue
-        except (TypeError, ValueError):
-            hint = _COMMA_HINT if re.fullmatch(_DECIMAL_COMMA, str(v)) else ""
-            problems.append((name, f"{name} is not a number: '{str(v)[:40]}'{hint}"))
-            clean[name] = float("nan")
-            continue
-        ok = True
-        if f != f:
-            if rule.required:
-                problems.append((name, f"{name} is missing"))
-                ok = False
-        elif f in (float("inf"), float("-inf")):
-            problems.append((name, f"{name} must be finite: got {f}"))
-            ok = False
-        elif (f < rule.low) if rule.low_inclusive else (f <= rule.low):
-            op = ">=" if rule.low_inclusive else ">"
-            problems.append((name, f"{name} must be {op} {rule.low:g}: got {f}"))
-            ok = False
-        elif f > rule.high:
-            problems.append((name, f"{name} exceeds the plausible maximum "
-                             f"{rule.high:g}{rule.unit}: got {f}"))
-            ok = False
-        elif rule.integer and f != int(f):
-            problems.append((name, f"{name} must be a whole number: got {f}"))
-            ok = False
-        clean[name] = f if ok else float("nan")
+        clean[rule.name] = _record_number(rule, record.get(rule.name), problems)
     net, gross = clean.get("net_mass_kg"), clean.get("gross_mass_kg")
     if net == net and gross == gross and gross < net * (1 - _MASS_TOLERANCE):
         problems.append(("gross_mass_kg", f"gross_mass_kg must be >= net_mass_kg: net_mass_kg "
                          f"{net} > gross_mass_kg {gross}"))
-    d = record.get("date")
-    clean["date"] = None
-    if not _blank(d):
-        text = str(d).strip()
-        m = _ISO_DATE.match(text)
-        ok = False
-        if m:
-            try:
-                day = np.datetime64(text[:10], "D")
-                ok = np.datetime64(DATE_MIN) <= day <= np.datetime64(DATE_MAX)
-                if not ok:
-                    problems.append(("date", f"date is outside {DATE_MIN}..{DATE_MAX}: got "
-                                     f"'{text[:40]}'"))
-            except ValueError:
-                ok = False
-        if m is None or (not ok and not any(c == "date" for c, _ in problems)):
-            problems.append(("date", f"date is not a valid YYYY-MM-DD date: '{text[:40]}'"))
-        clean["date"] = text[:10] if ok else None
+    clean["date"] = _record_date(record.get("date"), problems)
     unit = _record_text(record.get("unit"))
     clean["unit"] = normalise_unit(unit) if unit is not None else None
     mode = _record_text(record.get("transport_mode"))
@@ -817,3 +726,108 @@ def check_record(record: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     for name in _FREE_TEXT:
         clean[name] = _record_text(record.get(name))
     return clean, problems
+
+
+def _even_digits(digits: str) -> str:
+    """An HS code read as a number lost its leading zero: codes have an even length."""
+    return "0" + digits if len(digits) % 2 else digits
+
+
+def _record_hs(hs: Any, problems: list[tuple[str, str]]) -> str | None:
+    """The commodity code as 6-10 digits (None, with a problem, when it is not one)."""
+    if _blank(hs):
+        problems.append(("hs_code", "hs_code is missing"))
+        return None
+    if isinstance(hs, (int, float, np.integer, np.floating)) and not isinstance(hs, bool):
+        try:
+            f = float(hs)
+        except OverflowError:  # an integer beyond float range
+            f = float("inf")
+        if np.isfinite(f) and 0 < f < 1e10 and f == int(f):
+            hs_s = _even_digits(str(int(f)))
+        else:
+            problems.append(("hs_code", f"hs_code must be 6-10 digits: got {f!r} "
+                             "(not a whole number)"))
+            return None
+    else:
+        raw = str(hs).strip()
+        if re.fullmatch(r"[0-9]+\.0", raw):  # a number written by a spreadsheet
+            hs_s = _even_digits(raw[:-2])
+        else:
+            hs_s = re.sub(r"[\s.]", "", raw)
+    if not _HS_DIGITS.match(hs_s):
+        problems.append(("hs_code", f"hs_code must be 6-10 digits: got '{hs_s[:40]}'"))
+        return None
+    return hs_s
+
+
+def _record_country(name: str, v: Any, required: bool,
+                    problems: list[tuple[str, str]]) -> str | None:
+    """An ISO 3166-1 alpha-2 code, upper case; the unknown spellings folded to one."""
+    t = _record_text(v)
+    t = t.upper() if t is not None else None
+    if t in UNKNOWN_COUNTRY_SPELLINGS:
+        t = UNKNOWN_COUNTRY
+    if t is None and required:
+        problems.append((name, f"{name} is missing"))
+    elif t is not None and t not in COUNTRIES and t != UNKNOWN_COUNTRY:
+        problems.append((name, f"{name} is not an ISO 3166-1 alpha-2 code: '{t[:40]}'"))
+        t = None
+    return t
+
+
+def _record_number(rule, v: Any, problems: list[tuple[str, str]]) -> float:
+    """One numeric field under its rule: the number, or NaN (with a problem unless it is
+    an optional field left blank)."""
+    name = rule.name
+    if _blank(v):
+        if rule.required:
+            problems.append((name, f"{name} is missing"))
+        return float("nan")
+    try:
+        f = float(v.strip()) if isinstance(v, str) else float(v)
+    except OverflowError:  # an integer beyond float range: absurdly large
+        problems.append((name, f"{name} exceeds the plausible maximum "
+                         f"{rule.high:g}{rule.unit}: got {str(v)[:40]}"))
+        return float("nan")
+    except (TypeError, ValueError):
+        hint = _COMMA_HINT if re.fullmatch(_DECIMAL_COMMA, str(v)) else ""
+        problems.append((name, f"{name} is not a number: '{str(v)[:40]}'{hint}"))
+        return float("nan")
+    if f != f:
+        if not rule.required:
+            return f
+        problem = f"{name} is missing"
+    elif f in (float("inf"), float("-inf")):
+        problem = f"{name} must be finite: got {f}"
+    elif (f < rule.low) if rule.low_inclusive else (f <= rule.low):
+        op = ">=" if rule.low_inclusive else ">"
+        problem = f"{name} must be {op} {rule.low:g}: got {f}"
+    elif f > rule.high:
+        problem = f"{name} exceeds the plausible maximum {rule.high:g}{rule.unit}: got {f}"
+    elif rule.integer and f != int(f):
+        problem = f"{name} must be a whole number: got {f}"
+    else:
+        return f
+    problems.append((name, problem))
+    return float("nan")
+
+
+def _record_date(d: Any, problems: list[tuple[str, str]]) -> str | None:
+    """The date as 'YYYY-MM-DD' within DATE_MIN..DATE_MAX (None when blank or invalid)."""
+    if _blank(d):
+        return None
+    text = str(d).strip()
+    m = _ISO_DATE.match(text)
+    if m is None:
+        problems.append(("date", f"date is not a valid YYYY-MM-DD date: '{text[:40]}'"))
+        return None
+    try:
+        day = np.datetime64(text[:10], "D")
+    except ValueError:
+        problems.append(("date", f"date is not a valid YYYY-MM-DD date: '{text[:40]}'"))
+        return None
+    if not np.datetime64(DATE_MIN) <= day <= np.datetime64(DATE_MAX):
+        problems.append(("date", f"date is outside {DATE_MIN}..{DATE_MAX}: got '{text[:40]}'"))
+        return None
+    return text[:10]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import detector
-from detector.features import FEATURES, DeclarationFeatures
+from detector.features import EXTRA_RARITY, EXTRA_Z, FEATURES, DeclarationFeatures, sentence_of
 from detector.features.combiner import FAMILIES
 from detector.features.rows import prepare_rows
 from detector.reasons import REASON_CODES
@@ -65,6 +65,31 @@ def test_reason_codes_come_from_the_families():
     assert set(REASON_CODES) == named
     # Every base feature explains itself with a code; summaries are never a reason.
     assert named == {s.name for s in FEATURES if s.kind != "derived"}
+
+
+def test_each_family_words_its_own_features_reasons(fitted):
+    """A feature's reason sentence comes from its own family's module: the owner words
+    it with numbers (not its bare name), every other family declines it, and summaries
+    (never a reason) are worded by none."""
+    f, valid = fitted
+    X, det = f.transform_details(valid.head(30), None)
+    det = dict(det, X=X, names=f.feature_names_)
+    rows = np.arange(len(X))
+    owner = {s.name: fam for fam in FAMILIES for s in fam.specs}
+    for j, name in enumerate(f.feature_names_):
+        fam = owner.get(name) or next(fm for fm in FAMILIES if fm.name == (
+            "surprisal" if name.startswith(EXTRA_RARITY) else "ratios"))
+        assert name in owner or name.startswith((EXTRA_RARITY, EXTRA_Z)), name
+        high = X[:, j] > f.neutral_[j]
+        out = fam.sentence(name, high, det, rows)
+        if fam.name == "summary":
+            assert out is None, name
+            continue
+        assert sentence_of(name) is fam.sentence, name
+        assert len(out) == len(rows) and all(isinstance(t, str) and t != name for t in out)
+        for other in FAMILIES:
+            if other is not fam:
+                assert other.sentence(name, high, det, rows) is None, (other.name, name)
 
 
 def test_one_record_goes_through_the_same_family_code(fitted):

@@ -154,9 +154,10 @@ def test_explain_lists_every_feature(model, test_df):
 
 @pytest.mark.parametrize("n", [5, 500])
 def test_pct_formats_each_value_once_as_before(n: int) -> None:
-    """_pct picks the value (rounded or not) first and formats it once: the text is what
+    """pct picks the value (rounded or not) first and formats it once: the text is what
     formatting both versions and picking per row gave."""
-    from detector.reasons import _num, _pct
+    from detector.features.words import num as _num
+    from detector.features.words import pct as _pct
 
     rng = np.random.default_rng(n)
     x = np.concatenate([rng.uniform(-0.02, 0.02, n), rng.lognormal(0, 3, n) / 100,
@@ -169,13 +170,13 @@ def test_pct_formats_each_value_once_as_before(n: int) -> None:
 def test_every_feature_has_a_sentence(model, test_df):
     """Each feature's reason sentence builds for any rows (a branch that used a value
     made only for other branches would fail here, not on the first file that needs it)."""
-    from detector.reasons import _sentences
+    from detector.reasons import feature_sentences
 
     X, det = model.features_.transform_details(test_df.head(40), None)
     names = model.features_.feature_names_
     full = dict(det, X=X, names=names)
     rows = np.arange(len(X))
     for j, name in enumerate(names):
-        out = _sentences(name, X[rows, j] > model.features_.neutral_[j], full, rows)
+        out = feature_sentences(name, X[rows, j] > model.features_.neutral_[j], full, rows)
         assert len(out) == len(rows), name
         assert all(isinstance(t, str) and t for t in out), name

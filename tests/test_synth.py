@@ -12,8 +12,14 @@ from click.testing import CliRunner
 
 from detector.cli import main
 from detector.schema import REQUIRED
-from detector.synth import OUTPUT_COLUMNS, PROFILES, SCHEMES, generate
-from detector.synth._profiles import CONTROLLED_CODES, COVER_CODES
+from detector.synth import (
+    CONTROLLED_CODES,
+    COVER_CODES,
+    OUTPUT_COLUMNS,
+    PROFILES,
+    SCHEMES,
+    generate,
+)
 from detector.validate import validate
 
 PROFILE = {p.hs: p for p in PROFILES}

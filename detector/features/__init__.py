@@ -19,7 +19,8 @@ from .combiner import (
     encode_against,
     factorize,
     feature_spec,
+    sentence_of,
 )
 
 __all__ = ["DeclarationFeatures", "FEATURES", "FeatureSpec", "DERIVED_FROM", "encode_against",
-           "factorize", "EXTRA_RARITY", "EXTRA_Z", "feature_spec"]
+           "factorize", "EXTRA_RARITY", "EXTRA_Z", "feature_spec", "sentence_of"]

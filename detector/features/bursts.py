@@ -13,8 +13,9 @@ import pandas as pd
 
 from .lookup import count_table, days, pair_key
 from .spec import Family, FeatureSpec
+from .words import num, shown, values
 
-__all__ = ["FAMILY", "SMALL_MODES", "burst_context", "merge_contexts"]
+__all__ = ["FAMILY", "SPECS", "SMALL_MODES", "burst_context", "merge_contexts"]
 
 SPECS = (
     FeatureSpec("parcel_burst", "traders", ("exporter_id", "date", "transport_mode"), "z",
@@ -115,4 +116,12 @@ def _transform(f, r, context, loo: bool, cols: dict, det: dict) -> None:
     cols["parcel_burst"] = _bursts(f, r, context)
 
 
-FAMILY = Family("bursts", SPECS, _transform, fit=_fit, finish=_finish)
+def _sentence(name: str, high, det: dict, rows: np.ndarray) -> np.ndarray | None:
+    """The day's post/courier count against the sender's usual daily count."""
+    if name != "parcel_burst":
+        return None
+    return ("post/courier items from exporter " + shown(det["r"]["exporter_id_raw"][rows])
+            + " that day: " + num(np.exp(values(det, name, rows))) + "x its usual daily count")
+
+
+FAMILY = Family("bursts", SPECS, _transform, fit=_fit, finish=_finish, sentence=_sentence)

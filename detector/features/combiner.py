@@ -39,7 +39,7 @@ from .spec import EXTRA_RARITY, EXTRA_Z, FeatureSpec
 
 __all__ = ["DeclarationFeatures", "FEATURES", "FAMILIES", "FeatureSpec", "DERIVED_FROM",
            "encode_against", "factorize", "EXTRA_RARITY", "EXTRA_Z", "feature_spec",
-           "coverage_summary"]
+           "coverage_summary", "sentence_of", "THIN_COVERAGE_SHARE"]
 
 # The families, in the order they fit their tables and list their grouped references (a
 # group's position is its id in partial_tables). Summaries stay last: they are derived
@@ -96,6 +96,22 @@ def feature_spec(name: str) -> FeatureSpec:
         return FeatureSpec(name, "extra", (col,), "z",
                            f"'{col}' against the commodity's reference")
     raise KeyError(name)
+
+
+# Which family words each feature's reason (agency columns: the family that computes them).
+_SENTENCE_OF = {s.name: fam.sentence for fam in FAMILIES for s in fam.specs}
+
+
+def sentence_of(name: str):
+    """The ``sentence`` step of the family that owns feature ``name`` (see
+    :class:`~detector.features.spec.Family`), None for a name no family owns."""
+    if name in _SENTENCE_OF:
+        return _SENTENCE_OF[name]
+    if name.startswith(EXTRA_RARITY):
+        return surprisal.FAMILY.sentence
+    if name.startswith(EXTRA_Z):
+        return ratios.FAMILY.sentence
+    return None
 
 
 def _counts_of(table_keys: np.ndarray, table_n: np.ndarray, keys: np.ndarray) -> np.ndarray:

@@ -17,8 +17,9 @@ import pandas as pd
 
 from .lookup import LEVELS, count_table, encode_against, expand, explode, factorize, pair_key
 from .spec import Family, FeatureSpec
+from .words import hs4, pct, shown, values
 
-__all__ = ["FAMILY", "RARE_EARTHS", "composition_items", "parse_composition", "tokens"]
+__all__ = ["FAMILY", "SPECS", "RARE_EARTHS", "composition_items", "parse_composition", "tokens"]
 
 SPECS = (
     FeatureSpec("composition_foreign", "composition", ("composition",), "share",
@@ -51,10 +52,10 @@ def parse_composition(text: str) -> list[tuple[str, float]]:
     [('SiO2', 68.0), ('Al2O3', 20.0)]
     """
     out = []
-    for name, pct in _COMPONENT.findall(text):
+    for name, amount in _COMPONENT.findall(text):
         name = name.strip()
         try:
-            v = float(pct)
+            v = float(amount)
         except ValueError:
             continue
         if name and 0 <= v < float("inf"):
@@ -343,5 +344,31 @@ def _transform(f, r, context, loo: bool, cols: dict, det: dict) -> None:
     cols["description_foreign"] = _description_foreign(f, r, loo)
 
 
+def _sentence(name: str, high, det: dict, rows: np.ndarray) -> np.ndarray | None:
+    """The declared composition or description, and what of it the heading rarely has."""
+    r = det["r"]
+    if name == "composition_surprise":
+        p, codes = det["composition|p_decl"][rows], hs4(det, rows)
+        return np.where(high | (r["composition"][rows] != None),  # noqa: E711
+                        "composition declared where only " + pct(p) + " of hs " + codes
+                        + " declarations state one",
+                        "no composition declared where " + pct(p) + " of hs " + codes
+                        + " declarations state one")
+    v = values(det, name, rows)
+    if name == "composition_foreign":
+        return (pct(v) + " of the declared composition is made of components rarely "
+                "declared under hs " + hs4(det, rows) + " ('" + shown(r["composition"][rows])
+                + "')")
+    if name == "rare_earth_excess":
+        return ("rare-earth compounds make " + pct(v) + " of the declared composition, "
+                "unusual under hs " + hs4(det, rows) + " ('" + shown(r["composition"][rows])
+                + "')")
+    if name == "description_foreign":
+        return ("description '" + shown(r["description"][rows]) + "' uses words never seen "
+                "for hs " + hs4(det, rows) + " (" + pct(v) + " of its words)")
+    return None
+
+
 FAMILY = Family("composition", SPECS, _transform, fit=_fit, value_groups=_value_groups,
-                group_input=_group_input, finish=_finish, vocabularies=_vocabularies)
+                group_input=_group_input, finish=_finish, vocabularies=_vocabularies,
+                sentence=_sentence)

@@ -13,8 +13,9 @@ import numpy as np
 
 from .lookup import LEVELS, MIN_LOG_SCALE, Z_CLIP, log_ratio, pair_key, signed_log
 from .spec import EXTRA_Z, Family, FeatureSpec
+from .words import level_label, num, pct, shown
 
-__all__ = ["FAMILY", "RATIOS", "ratio", "backoff"]
+__all__ = ["FAMILY", "SPECS", "RATIOS", "ratio", "backoff"]
 
 SPECS = (
     FeatureSpec("mass_per_unit_z", "weight", ("quantity", "unit"), "z",
@@ -37,6 +38,7 @@ SPECS = (
                 "customs value per supplementary unit against the commodity's reference",
                 reason_codes=("VALUE_PER_UNIT_HIGH", "VALUE_PER_UNIT_LOW")),
 )
+_OWN = frozenset(s.name for s in SPECS)
 RATIOS = ("mass_per_unit", "mass_per_package", "tare_per_package", "measured_mass",
           "value_per_kg", "value_per_unit")
 # Some references are per (commodity, unit) or per (commodity, package type): kg per m2 and
@@ -146,5 +148,42 @@ def _transform(f, r, context, loo: bool, cols: dict, det: dict) -> None:
             cols[EXTRA_Z + c] = _deviation(f, f"xz:{c}", r[f"n:{c}"], r, det)
 
 
+def _sentence(name: str, high, det: dict, rows: np.ndarray) -> np.ndarray | None:
+    """The declared ratio against its reference's typical range (median +- 2 scales, on
+    the log scale the reference is kept in) and the HS level of that reference."""
+    if name not in _OWN and not name.startswith(EXTRA_Z):
+        return None
+    r = det["r"]
+    if name == "measured_mass_z":
+        x = det["measured_mass|x"][rows]
+        declared = np.where(np.isfinite(r["gross_mass_kg"][rows]), r["gross_mass_kg"][rows],
+                            r["net_mass_kg"][rows])
+        return ("weighed " + num(r["measured_mass_kg"][rows]) + " kg at the border vs "
+                + num(declared) + " kg declared (" + pct(np.exp(x) - 1) + ")")
+    base = name[len(EXTRA_Z):] if name.startswith(EXTRA_Z) else name[:-2]
+    key = f"xz:{base}" if name.startswith(EXTRA_Z) else base
+    x, med, sc = det[f"{key}|x"][rows], det[f"{key}|med"][rows], det[f"{key}|scale"][rows]
+    where = level_label(det, det[f"{key}|level"][rows], rows)
+    if name.startswith(EXTRA_Z):  # an agency's number, compared as it is (no log)
+        return (base + " " + num(x) + " vs " + num(med - 2 * sc) + " to " + num(med + 2 * sc)
+                + " typical for " + where)
+    if name == "tare_per_package_z":  # kept as log1p: unpacked goods have 0 kg
+        return (num(np.expm1(x)) + " kg of packaging per " + shown(r["package_type_raw"][rows])
+                + " package (gross - net) vs " + num(np.expm1(med - 2 * sc)) + "-"
+                + num(np.expm1(med + 2 * sc)) + " typical for " + where)
+    val = num(np.exp(x))
+    typical = " vs " + num(np.exp(med - 2 * sc)) + "-" + num(np.exp(med + 2 * sc)) + \
+        " typical for " + where
+    if name == "mass_per_unit_z":
+        return val + " kg per " + shown(r["unit_raw"][rows]) + typical
+    if name == "mass_per_package_z":
+        return val + " kg per package (" + shown(r["package_type_raw"][rows]) + ")" + typical
+    if name == "value_per_kg_z":
+        return "value " + val + " per kg" + typical
+    if name == "value_per_unit_z":
+        return "value " + val + " per " + shown(r["unit_raw"][rows]) + typical
+    return None
+
+
 FAMILY = Family("ratios", SPECS, _transform, value_groups=_value_groups,
-                group_input=_group_input)
+                group_input=_group_input, sentence=_sentence)

@@ -48,6 +48,9 @@ class Family:
       ``cols`` and what the reasons quote in ``det``; ``loo`` removes each training row
       from its own counts (leave-one-out, at fit).
     - ``vocabularies(features, df)``: the sorted distinct values it encodes against.
+    - ``sentence(name, high, det, rows)``: the numbers behind one of its features' reason
+      on the given rows (text per row, from what ``transform`` put in ``det``; ``high``
+      where the value is above typical), or None for a feature it does not word.
     """
 
     name: str
@@ -58,3 +61,4 @@ class Family:
     group_input: Callable = _nothing
     finish: Callable = _nothing
     vocabularies: Callable = field(default=lambda _features, _df: {})
+    sentence: Callable = _nothing

@@ -13,7 +13,7 @@ import numpy as np
 
 from .spec import Family, FeatureSpec
 
-__all__ = ["FAMILY", "DERIVED_FROM", "refresh_derived"]
+__all__ = ["FAMILY", "SPECS", "DERIVED_FROM", "refresh_derived"]
 
 SPECS = (
     FeatureSpec("strongest_deviation", "summary", (), "derived",

@@ -16,8 +16,9 @@ import pandas as pd
 
 from .lookup import LEVELS, count_table, pair_key, put_counted
 from .spec import EXTRA_RARITY, Family, FeatureSpec
+from .words import counted, seen_times, shown, values
 
-__all__ = ["FAMILY", "cond_surprisal"]
+__all__ = ["FAMILY", "SPECS", "cond_surprisal"]
 
 SPECS = (
     FeatureSpec("origin_rarity", "route", (), "surprisal",
@@ -142,4 +143,31 @@ def _transform(f, r, context, loo: bool, cols: dict, det: dict) -> None:
     cols["commodity_novelty"] = 1.0 / (1.0 + c)
 
 
-FAMILY = Family("surprisal", SPECS, _transform, fit=_fit)
+# What each rarity's sentence counts, from the declaration's own values.
+_COUNTED = {"origin_rarity": ("origin ", "origin_country_raw"),
+            "mode_rarity": ("transport ", "transport_mode_raw"),
+            "package_rarity": ("package type ", "package_type_raw"),
+            "unit_rarity": ("unit ", "unit_raw")}
+
+
+def _sentence(name: str, high, det: dict, rows: np.ndarray) -> np.ndarray | None:
+    """How often training saw the declared category (for the commodity or the origin)."""
+    r = det["r"]
+    if name in _COUNTED:
+        what, col = _COUNTED[name]
+        return counted(det, name, rows, what + shown(r[col][rows]))
+    if name.startswith(EXTRA_RARITY):
+        col = name[len(EXTRA_RARITY):]
+        return counted(det, name, rows, col + " " + shown(r[f"x:{col}_raw"][rows]))
+    if name == "commodity_novelty":
+        return seen_times(values(det, name, rows), "hs " + shown(det["hs_text"][rows]))
+    origin = "origin " + shown(r["origin_country_raw"][rows])
+    if name == "origin_dispatch_rarity":
+        return counted(det, name, rows, origin + " dispatched from "
+                       + shown(r["dispatch_country_raw"][rows]) + ":") + " with that origin"
+    if name == "origin_differs":
+        return origin + " but dispatched from " + shown(r["dispatch_country_raw"][rows])
+    return None
+
+
+FAMILY = Family("surprisal", SPECS, _transform, fit=_fit, sentence=_sentence)

@@ -23,8 +23,9 @@ from .lookup import (
 )
 from .ratios import ratio
 from .spec import Family, FeatureSpec
+from .words import counted, hs4, num, seen_times, shown, values
 
-__all__ = ["FAMILY"]
+__all__ = ["FAMILY", "SPECS"]
 
 SPECS = (
     FeatureSpec("exporter_origin_rarity", "route", ("exporter_id",), "surprisal",
@@ -127,5 +128,26 @@ def _transform(f, r, context, loo: bool, cols: dict, det: dict) -> None:
     cols["value_vs_history_z"] = signed_log(z)
 
 
+def _sentence(name: str, high, det: dict, rows: np.ndarray) -> np.ndarray | None:
+    """What training knew of the trader: how often seen, with this origin or code, and
+    at what price."""
+    r = det["r"]
+    if name == "value_vs_history_z":
+        x = det["value_per_kg|x"][rows]
+        return ("value " + num(np.exp(x)) + " per kg vs " + num(np.exp(det["history|med"][rows]))
+                + " usual for exporter " + shown(r["exporter_id_raw"][rows]) + " on this code")
+    exporter = "exporter " + shown(r["exporter_id_raw"][rows])
+    if name == "exporter_origin_rarity":
+        return counted(det, name, rows, exporter + ": origin "
+                       + shown(r["origin_country_raw"][rows])) + " by this exporter"
+    if name == "exporter_commodity_rarity":
+        return counted(det, name, rows, exporter + ": hs " + hs4(det, rows)) + " by this exporter"
+    if name in ("exporter_history", "importer_history"):
+        who = "exporter" if name == "exporter_history" else "importer"
+        return seen_times(values(det, name, rows),
+                          who + " " + shown(r[f"{who}_id_raw"][rows]))
+    return None
+
+
 FAMILY = Family("traders", SPECS, _transform, fit=_fit, value_groups=_value_groups,
-                group_input=_group_input, finish=_finish)
+                group_input=_group_input, finish=_finish, sentence=_sentence)

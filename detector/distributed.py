@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from . import verdict
+from .engine import Tally, encode_lanes
 from .errors import InputError, SchemaError
 from .io import (
     NA_TOKENS,
@@ -333,9 +334,6 @@ def _validate_global(df: pd.DataFrame, dups: tuple | None):
 
 # --------------------------------------------------------------------------- tasks
 
-_SCORE_META = pd.DataFrame({"anomaly_score": pd.Series([], dtype="float64")})
-
-
 def _part_name(i: int) -> str:
     return f"part.{i:05d}.parquet"
 
@@ -383,7 +381,9 @@ def _reject_schema():
 def _score_partition(df: pd.DataFrame, model: DeclarationModel, context: pd.Series,
                      offsets: np.ndarray, dups: dict, work: str, reasons: str = "officer",
                      explain_top: int = DEFAULT_EXPLAIN_TOP,
-                     partition_info: dict | None = None) -> pd.DataFrame:
+                     partition_info: dict | None = None) -> dict:
+    """Validate and score one partition, spill it; return what the driver tallies:
+    the ranking scores, the lanes as codes, flagged, random selections, drift counts."""
     i = int(partition_info["number"]) if partition_info else 0
     df.index = pd.RangeIndex(int(offsets[i]), int(offsets[i]) + len(df))
     valid, rejects = _validate_global(df, dups.get(i))
@@ -391,8 +391,9 @@ def _score_partition(df: pd.DataFrame, model: DeclarationModel, context: pd.Seri
     if len(rejects):
         _write_parquet(rejects[list(REJECT_COLUMNS)], w / f"rejects.{i:05d}.parquet",
                        _reject_schema())
-    scored = model.score_valid(valid, context, reasons=reasons, explain_top=explain_top) \
-        if len(valid) else None
+    drift: list[np.ndarray] = []
+    scored = model.score_valid(valid, context, reasons=reasons, explain_top=explain_top,
+                               drift=drift) if len(valid) else None
     if len(rejects):
         # As the local engine: every input row has a verdict in the output, the rejected
         # ones in lane "manual" at their place in the input (no score, no rank).
@@ -400,20 +401,30 @@ def _score_partition(df: pd.DataFrame, model: DeclarationModel, context: pd.Seri
         scored = manual if scored is None else pd.concat([scored, manual]).sort_index(
             kind="stable")
     if scored is None:
-        return pd.DataFrame({"anomaly_score": np.zeros(0)})
+        return {"scores": np.zeros(0), "lanes": (np.zeros(0, np.int8), []), "flagged": 0,
+                "picked": np.zeros(0, bool), "drift": None}
     cols = model.output_columns
     spill = scored[[c for c in cols if c != "rank"]].reset_index(drop=True)
     _write_parquet(spill, w / f"spill.{i:05d}.parquet", _spill_schema(cols))
     # The score that ranks: risk_score for a model trained with outcomes (NaN: manual).
-    return pd.DataFrame({"anomaly_score": scored[model.rank_column].to_numpy(dtype="float64")})
+    return {"scores": scored[model.rank_column].to_numpy(dtype="float64"),
+            "lanes": encode_lanes(scored["lane"].array),
+            "flagged": int(scored["flagged"].sum()),
+            "picked": scored["random_selected"].to_numpy(dtype=bool),
+            "drift": drift[0] if drift else None}
 
 
 def _finish_partition(i: int, work: str, out_dir: str, rank: np.ndarray,
                       columns=OUTPUT_COLUMNS, reasons: str = "officer",
-                      explain_top: int = DEFAULT_EXPLAIN_TOP) -> dict:
+                      explain_top: int = DEFAULT_EXPLAIN_TOP,
+                      lanes: np.ndarray | None = None) -> dict:
+    """Write partition ``i`` with its ranks (and, after a capacity cap moved rows, its
+    ``lanes``); return its flagged, random and lane counts."""
     import pyarrow.parquet as pq
 
     df = pq.read_table(Path(work) / f"spill.{i:05d}.parquet").to_pandas()
+    if lanes is not None:
+        df["lane"] = pd.array(lanes, dtype="str")
     manual = (df["lane"] == MANUAL_LANE).to_numpy()
     df["rank"] = pd.arrays.IntegerArray(np.asarray(rank, dtype=np.int64), manual) \
         if manual.any() else rank
@@ -530,11 +541,12 @@ def _replace_dir(tmp: Path, out: Path, force: bool) -> None:
 def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, columns=None,
                scheduler: str | None = None, force: bool = False, encoding: str = "utf-8",
                partition_rows: int = DEFAULT_PARTITION_ROWS, processes: bool = True,
-               reasons: str = "officer", explain_top: int = DEFAULT_EXPLAIN_TOP) -> dict:
+               reasons: str = "officer", explain_top: int = DEFAULT_EXPLAIN_TOP,
+               capacity: int | str | None = None) -> dict:
     """Score a Parquet/CSV dataset (file, folder or glob) on Dask.
 
-    ``reasons`` / ``explain_top`` as for :func:`detector.jobs.score_file` (the top is the
-    dataset's).
+    ``reasons`` / ``explain_top`` / ``capacity`` as for :func:`detector.jobs.score_file`
+    (the top and the cap are the dataset's); the summary has the same ``health`` section.
 
     OUTPUT is a folder of Parquet files ``part.NNNNN.parquet`` (columns
     :data:`detector.model.OUTPUT_COLUMNS`, rank global); rejects go to
@@ -548,6 +560,7 @@ def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, co
 
     started = time.time()
     check_reasons_mode(reasons, explain_top)
+    verdict.parse_capacity(capacity, 0)  # a bad capacity fails now, not after the scoring
     out = Path(output)
     rej_path = rejects_path(out)
     for p in (out, rej_path):
@@ -578,24 +591,34 @@ def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, co
             model_d = dask.delayed(model, name=f"detector-model-{key}", traverse=False)
             ctx_d = dask.delayed(context, name=f"detector-context-{key}", traverse=False)
             dups_d = dask.delayed(dups, name=f"detector-dups-{key}", traverse=False)
-            scored = _ddf(pieces, cols).map_partitions(
-                _score_partition, model_d, ctx_d, offsets, dups_d, str(work), reasons,
-                int(explain_top), meta=_SCORE_META, enforce_metadata=False)
-            parts = scored.to_delayed()
-            per_part = [d["anomaly_score"].to_numpy(dtype="float64")
-                        for d in dask.compute(*parts)]
-            counts = np.array([len(s) for s in per_part], dtype=np.int64)
-            s = np.concatenate(per_part) if len(per_part) else np.zeros(0)
+            results = dask.compute(*[
+                dask.delayed(_score_partition, pure=True)(
+                    p, model_d, ctx_d, offsets, dups_d, str(work), reasons, int(explain_top),
+                    partition_info={"number": i})
+                for i, p in enumerate(_ddf(pieces, cols).to_delayed())])
+            tally = Tally(keep_picked=capacity is not None)
+            for r in results:
+                tally.add_verdicts(*r["lanes"], flagged=r["flagged"], picked=r["picked"],
+                                   drift=r["drift"])
+            counts = np.array([len(r["scores"]) for r in results], dtype=np.int64)
+            s = np.concatenate([r["scores"] for r in results]) if results else np.zeros(0)
+            del results
+            n_out = int(len(s))
+            n_scored = int(np.count_nonzero(~np.isnan(s)))
             rank = verdict.rank(s)  # manual rows (NaN) last, masked when written
+            lane_all = tally.lane_codes()
+            health = tally.health(model, n_scored, lane_all)  # before any cap
+            lane_all, cap = tally.cap(model, rank, capacity, n_scored, lane_all)
+            new_lanes = np.asarray(tally.lane_names, dtype=object)[lane_all] \
+                if cap and cap["moved"] else None
             starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
             todo = [i for i in range(len(pieces)) if counts[i]]
             stats = dask.compute(*[
                 dask.delayed(_finish_partition, pure=True)(
                     i, str(work), str(tmp_out), rank[starts[i]:starts[i + 1]],
-                    tuple(model.output_columns), reasons, int(explain_top))
+                    tuple(model.output_columns), reasons, int(explain_top),
+                    None if new_lanes is None else new_lanes[starts[i]:starts[i + 1]])
                 for i in todo])
-        n_out = int(len(s))
-        n_scored = int(np.count_nonzero(~np.isnan(s)))
         if n_out == 0:
             cols = model.output_columns
             _write_parquet(pd.DataFrame({c: pd.Series([], dtype="object") for c in cols}),
@@ -603,16 +626,14 @@ def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, co
         # Rejects, streamed in partition (= row) order into one CSV, atomically.
         import pyarrow.parquet as pq
 
-        n_rejected = 0
-        sample: list[pd.DataFrame] = []
         with AtomicWriter(rej_path, force=force) as w:
             for i in range(len(pieces)):
                 f = work / f"rejects.{i:05d}.parquet"
                 if f.exists():
                     r = pq.read_table(f).to_pandas()
-                    n_rejected += len(r)
-                    sample.append(r.head(1000))
+                    tally.add_rejects(r)
                     w.write(r)
+            n_rejected = tally.rejected
             if n_rejected == 0:
                 w.write(pd.DataFrame({c: pd.Series([], dtype="str") for c in REJECT_COLUMNS}))
         if total != n_out or n_out != n_scored + n_rejected:  # the core promise; never silent
@@ -637,8 +658,11 @@ def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, co
                "seconds": round(seconds, 3),
                "rows_per_second": round(total / seconds) if seconds > 0 else None,
                "engine": "dask"}
-    if sample:
-        summary["rejects_summary"] = summarise_rejects(pd.concat(sample))
+    if cap is not None:
+        summary["capacity"] = cap
+    if tally.rejected:
+        summary["rejects_summary"] = tally.rejects_summary()
+    summary["health"] = health
     return summary
 
 

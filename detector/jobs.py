@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import verdict
+from .engine import Tally, encode_lanes
 from .errors import InputError, SchemaError
 from .io import LIST_SEPARATOR, AtomicWriter, csv_table, iter_tables, read_ahead, read_table
 from .model import DeclarationModel, build_model, load_model
@@ -387,10 +388,10 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     threads = _default_threads() if threads is None else int(threads)
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    rows_in = n_out = n_rejected = 0
+    rows_in = n_out = 0
     scores: list[np.ndarray] = []
     tracker = IdTracker()
-    rejects_frames: list[pd.DataFrame] = []
+    tally = Tally(keep_picked=capacity is not None)
     tmp_dir = tempfile.mkdtemp(prefix=".detector-", dir=out_path.parent if
                                out_path.parent.exists() else None)
     spill = Path(tmp_dir) / "scored.parquet"
@@ -399,12 +400,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     csv_spill = _CsvSpill(Path(tmp_dir) / "scored.arrow", model.output_columns) if \
         out_w.format == "csv" else None
     spill_columns = csv_spill.columns if csv_spill is not None else None
-    lane_codes: list[np.ndarray] = []
-    lane_names: list[str] = []
     by_top: dict[int, list[str]] = {}
-    picked_parts: list[np.ndarray] = []  # only with a capacity (1 byte a row)
-    flagged = random_selected = 0
-    drift = None  # drift bin counts, summed over the chunks (integers: any chunking)
     rej_w.__enter__()
     pool = None
     try:
@@ -454,7 +450,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
             pending: deque = deque()
 
             def drain(keep: int) -> None:
-                nonlocal n_out, flagged, random_selected, drift
+                nonlocal n_out
                 while len(pending) > keep:
                     fut, n_chunk = pending.popleft()
                     part = fut.result() if pool is not None and fut is not None else fut
@@ -463,19 +459,8 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                             spill_w.write(part.data)
                         else:
                             csv_spill.add(part.data)
-                        flagged += part.flagged
-                        random_selected += int(part.picked.sum())
-                        if part.drift is not None:
-                            drift = part.drift if drift is None else drift + part.drift
-                        if capacity is not None:
-                            picked_parts.append(part.picked)
-                        # Lanes as small codes (1 byte a row) for the summary's counts.
-                        codes, names = pd.factorize(part.lane)
-                        for name in names:
-                            if name not in lane_names:
-                                lane_names.append(name)
-                        lane_codes.append(np.array([lane_names.index(x) for x in names],
-                                                   dtype=np.int8)[codes])
+                        tally.add_verdicts(*encode_lanes(part.lane), flagged=part.flagged,
+                                           picked=part.picked, drift=part.drift)
                         for pos, c in zip(part.by_top.tolist(), part.by_top_codes,
                                           strict=True):
                             by_top[n_out + pos] = c
@@ -488,8 +473,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                 rows_in += n_chunk
                 if len(res.rejects):
                     rej_w.write(res.rejects)
-                    rejects_frames.append(res.rejects.head(1000))
-                    n_rejected += len(res.rejects)
+                    tally.add_rejects(res.rejects)
                 rej = res.rejects if len(res.rejects) else None
                 if not n_chunk:
                     pending.append((None, n_chunk))
@@ -505,9 +489,10 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                 # Bounded memory: a few chunks in flight (see in_flight), one read ahead.
                 drain(keep=in_flight)
             drain(keep=0)
-            if n_rejected == 0:
+            if tally.rejected == 0:
                 rej_w.write(pd.DataFrame({c: pd.Series([], dtype="str") for c in
                                           ("row_number", "declaration_id", "column", "reason")}))
+        n_rejected = tally.rejected
         n_scored = n_out - n_rejected
         if rows_in != n_out:  # the product's core promise; never silent
             raise RuntimeError(f"internal error: {rows_in} rows in but {n_out} rows out "
@@ -519,26 +504,13 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
         del s
         # Rows that had sentences for their chunk's top but are outside the file's.
         recode = {p: c for p, c in by_top.items() if rank[p] > explain_top}
-        lane_all = np.concatenate(lane_codes) if lane_codes else np.zeros(0, dtype=np.int8)
+        lane_all = tally.lane_codes()
         # Health looks at the model's own verdicts, before a capacity cap moves any.
-        per_lane = np.bincount(lane_all, minlength=len(lane_names))
-        health = model.health(drift, n_scored=n_scored, flagged=flagged,
-                              lanes={name: int(c) for name, c in
-                                     zip(lane_names, per_lane, strict=True)
-                                     if name != MANUAL_LANE})
-        cap = None
-        if capacity is not None:
-            limit = verdict.parse_capacity(capacity, n_scored)
-            order = list(model.lane_thresholds_)
-            picked = np.concatenate(picked_parts) if picked_parts else np.zeros(0, bool)
-            lane_all, moved, after = verdict.cap_first_lane(lane_all, lane_names, rank, order,
-                                                            limit, picked)
-            del picked
-            cap = {"lane": order[0] if order else "red", "limit": limit, "moved": moved,
-                   "moved_to": after}
+        health = tally.health(model, n_scored, lane_all)
+        lane_all, cap = tally.cap(model, rank, capacity, n_scored, lane_all)
         # Only a cap that moved rows rewrites the lane column of the spill.
-        new_lanes = np.asarray(lane_names, dtype=object)[lane_all] if cap and cap["moved"] \
-            else None
+        new_lanes = np.asarray(tally.lane_names, dtype=object)[lane_all] \
+            if cap and cap["moved"] else None
         if csv_spill is not None:
             csv_spill.close()
         with out_w as w:
@@ -567,7 +539,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
                                       model.output_columns}))
         lanes: dict[str, int] = {}  # the same for every output format
         if len(lane_all):
-            _lane_counts(lanes, lane_all, lane_names, chunk_rows)
+            _lane_counts(lanes, lane_all, tally.lane_names, chunk_rows)
         rej_w.__exit__(None, None, None)
     except BaseException as exc:
         rej_w.__exit__(type(exc), exc, exc.__traceback__)
@@ -583,15 +555,16 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     seconds = time.time() - started
     summary = {"input": str(input), "output": str(out_path), "rejects": str(rej_path),
                "rows": rows_in, "scored": n_scored, "rejected": n_rejected,
-               "flagged": flagged, "random_selected": random_selected, "lanes": lanes,
+               "flagged": tally.flagged, "random_selected": tally.random_selected,
+               "lanes": lanes,
                "manual": int(lanes.get(MANUAL_LANE, 0)),
                "workers": int(workers), "threads": threads if int(workers) == 1 else 1,
                "seconds": round(seconds, 3),
                "rows_per_second": round(rows_in / seconds) if seconds > 0 else None}
     if cap is not None:
         summary["capacity"] = cap
-    if rejects_frames:
-        summary["rejects_summary"] = summarise_rejects(pd.concat(rejects_frames))
+    if tally.rejected:
+        summary["rejects_summary"] = tally.rejects_summary()
     summary["health"] = health
     return summary
 

@@ -267,17 +267,14 @@ def score(model, input, output, chunk_rows, threads, workers, engine, scheduler,
           explain_top, capacity, columns, encoding, force):
     """Score declarations: one output row per input row (the rejected ones in lane
     "manual"), the reasons of the rejects beside it."""
-    if engine == "dask" and capacity is not None:
-        raise click.UsageError("--capacity works with --engine local only (the Dask engine "
-                               "does not cap lanes yet)")
     if engine == "dask":
         score_dask = _dask("score_dask")
         summary = score_dask(model, input, output, columns=columns, scheduler=scheduler,
                              force=force, encoding=encoding, reasons=reasons,
-                             explain_top=explain_top)
+                             explain_top=explain_top, capacity=capacity)
         _note(f"rows {summary['rows']:,}: scored {summary['scored']:,}, rejected "
               f"{summary['rejected']:,}")
-        _out(summary)
+        _score_notes(summary)
         return
     from .jobs import batch_process_settings, score_file
 
@@ -304,6 +301,12 @@ def score(model, input, output, chunk_rows, threads, workers, engine, scheduler,
           f"{summary['rejected']:,}, flagged {summary['flagged']:,} "
           f"({summary['rows_per_second'] or 0:,} rows/s); output {summary['output']}, "
           f"rejects {summary['rejects']}")
+    _score_notes(summary)
+
+
+def _score_notes(summary: dict) -> None:
+    """The capacity, rejects and health lines of a score summary on stderr, then the
+    summary on stdout (the same for both engines)."""
     cap = summary.get("capacity")
     if cap:
         _note(f"capacity: lane {cap['lane']} holds at most {cap['limit']:,} rows; "

@@ -47,6 +47,17 @@ import numpy as np
 import pandas as pd
 
 from . import verdict
+from .engine import (
+    Part,
+    Ranked,
+    Scored,
+    Tally,
+    check_rows,
+    lane_counts,
+    rank_pass,
+    score_part,
+    summary,
+)
 from .errors import InputError, SchemaError
 from .io import (
     NA_TOKENS,
@@ -61,7 +72,7 @@ from .io import (
     real_encoding,
 )
 from .model import OUTPUT_COLUMNS, DeclarationModel, build_model
-from .reasons import DEFAULT_EXPLAIN_TOP, as_codes, check_reasons_mode, explained_rows
+from .reasons import DEFAULT_EXPLAIN_TOP, check_reasons_mode
 from .validate import REJECT_COLUMNS, as_text, summarise_rejects, validate
 from .verdict import MANUAL_LANE
 
@@ -333,9 +344,6 @@ def _validate_global(df: pd.DataFrame, dups: tuple | None):
 
 # --------------------------------------------------------------------------- tasks
 
-_SCORE_META = pd.DataFrame({"anomaly_score": pd.Series([], dtype="float64")})
-
-
 def _part_name(i: int) -> str:
     return f"part.{i:05d}.parquet"
 
@@ -383,7 +391,10 @@ def _reject_schema():
 def _score_partition(df: pd.DataFrame, model: DeclarationModel, context: pd.Series,
                      offsets: np.ndarray, dups: dict, work: str, reasons: str = "officer",
                      explain_top: int = DEFAULT_EXPLAIN_TOP,
-                     partition_info: dict | None = None) -> pd.DataFrame:
+                     partition_info: dict | None = None) -> Part | None:
+    """Validate one partition (duplicates judged over the dataset), score it with the
+    engine's :func:`~detector.engine.score_part` and spill it; the driver gets the part
+    without its data (scores, lanes as codes, flags, drift counts: a few bytes a row)."""
     i = int(partition_info["number"]) if partition_info else 0
     df.index = pd.RangeIndex(int(offsets[i]), int(offsets[i]) + len(df))
     valid, rejects = _validate_global(df, dups.get(i))
@@ -391,46 +402,33 @@ def _score_partition(df: pd.DataFrame, model: DeclarationModel, context: pd.Seri
     if len(rejects):
         _write_parquet(rejects[list(REJECT_COLUMNS)], w / f"rejects.{i:05d}.parquet",
                        _reject_schema())
-    scored = model.score_valid(valid, context, reasons=reasons, explain_top=explain_top) \
-        if len(valid) else None
-    if len(rejects):
-        # As the local engine: every input row has a verdict in the output, the rejected
-        # ones in lane "manual" at their place in the input (no score, no rank).
-        manual = model.manual_rows(rejects)
-        scored = manual if scored is None else pd.concat([scored, manual]).sort_index(
-            kind="stable")
-    if scored is None:
-        return pd.DataFrame({"anomaly_score": np.zeros(0)})
+    if not len(valid) and not len(rejects):
+        return None
+    part = score_part(model, valid, context, None, rejects if len(rejects) else None,
+                      reasons, explain_top)
     cols = model.output_columns
-    spill = scored[[c for c in cols if c != "rank"]].reset_index(drop=True)
-    _write_parquet(spill, w / f"spill.{i:05d}.parquet", _spill_schema(cols))
-    # The score that ranks: risk_score for a model trained with outcomes (NaN: manual).
-    return pd.DataFrame({"anomaly_score": scored[model.rank_column].to_numpy(dtype="float64")})
+    _write_parquet(part.data[[c for c in cols if c != "rank"]], w / f"spill.{i:05d}.parquet",
+                   _spill_schema(cols))
+    return part._replace(data=None)
 
 
 def _finish_partition(i: int, work: str, out_dir: str, rank: np.ndarray,
-                      columns=OUTPUT_COLUMNS, reasons: str = "officer",
-                      explain_top: int = DEFAULT_EXPLAIN_TOP) -> dict:
+                      columns=OUTPUT_COLUMNS, recode: dict | None = None,
+                      lanes: np.ndarray | None = None) -> None:
+    """Write partition ``i`` with its ranks, the codes of its rows in ``recode`` (local
+    position -> codes: sentences outside the dataset's top) and, after a capacity cap
+    moved rows, its ``lanes``."""
     import pyarrow.parquet as pq
 
     df = pq.read_table(Path(work) / f"spill.{i:05d}.parquet").to_pandas()
+    if lanes is not None:
+        df["lane"] = pd.array(lanes, dtype="str")
     manual = (df["lane"] == MANUAL_LANE).to_numpy()
     df["rank"] = pd.arrays.IntegerArray(np.asarray(rank, dtype=np.int64), manual) \
         if manual.any() else rank
-    if reasons == "officer":
-        # Rows with sentences for the partition's top but outside the dataset's get
-        # their codes (the same rows score_valid chose, from the same columns).
-        rank_col = "risk_score" if "risk_score" in columns else "anomaly_score"
-        _, by_top = explained_rows(reasons, (df["lane"] == "green").to_numpy(),
-                                   df["random_selected"].to_numpy(dtype=bool),
-                                   df[rank_col].to_numpy(dtype="float64"), explain_top)
-        for p in np.flatnonzero(by_top & (rank > explain_top)).tolist():
-            df.at[p, "reasons"] = as_codes(list(df.at[p, "reasons"]))
-    df = df[list(columns)]
-    _write_parquet(df, Path(out_dir) / _part_name(i), _output_schema(columns))
-    return {"flagged": int(df["flagged"].sum()),
-            "random_selected": int(df["random_selected"].sum()),
-            "lanes": {str(k): int(v) for k, v in df["lane"].value_counts().items()}}
+    for p, codes in (recode or {}).items():
+        df.at[p, "reasons"] = codes
+    _write_parquet(df[list(columns)], Path(out_dir) / _part_name(i), _output_schema(columns))
 
 
 # --------------------------------------------------------------------------- cluster
@@ -530,11 +528,12 @@ def _replace_dir(tmp: Path, out: Path, force: bool) -> None:
 def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, columns=None,
                scheduler: str | None = None, force: bool = False, encoding: str = "utf-8",
                partition_rows: int = DEFAULT_PARTITION_ROWS, processes: bool = True,
-               reasons: str = "officer", explain_top: int = DEFAULT_EXPLAIN_TOP) -> dict:
+               reasons: str = "officer", explain_top: int = DEFAULT_EXPLAIN_TOP,
+               capacity: int | str | None = None) -> dict:
     """Score a Parquet/CSV dataset (file, folder or glob) on Dask.
 
-    ``reasons`` / ``explain_top`` as for :func:`detector.jobs.score_file` (the top is the
-    dataset's).
+    ``reasons`` / ``explain_top`` / ``capacity`` as for :func:`detector.jobs.score_file`
+    (the top and the cap are the dataset's); the summary has the same ``health`` section.
 
     OUTPUT is a folder of Parquet files ``part.NNNNN.parquet`` (columns
     :data:`detector.model.OUTPUT_COLUMNS`, rank global); rejects go to
@@ -548,6 +547,7 @@ def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, co
 
     started = time.time()
     check_reasons_mode(reasons, explain_top)
+    verdict.parse_capacity(capacity, 0)  # a bad capacity fails now, not after the scoring
     out = Path(output)
     rej_path = rejects_path(out)
     for p in (out, rej_path):
@@ -558,88 +558,109 @@ def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, co
     if not isinstance(model, DeclarationModel):
         model = load_model(model)
     mapping, files, pieces = _prepare(input, columns, encoding, partition_rows)
-    cols = _union_columns(pieces)
     tag = f"{os.getpid()}-{secrets.token_hex(4)}"
     work = out.parent / f".{out.name}.work-{tag}"
     tmp_out = out.parent / f".{out.name}.tmp-{tag}"
     work.mkdir()
     tmp_out.mkdir()
+    tally = Tally(keep_picked=capacity is not None)
     try:
         with _client(scheduler, processes) as client:
-            import dask
-
-            rows, offsets, context, dups = _facts_pass(client, pieces)
-            total = int(rows.sum())
-            if total == 0:
-                raise InputError(f"INPUT {input} has no data rows")
-            # The model and the whole-dataset context are one task each in the graph:
-            # shipped once to each worker that needs them, not once per partition.
-            key = uuid.uuid4().hex
-            model_d = dask.delayed(model, name=f"detector-model-{key}", traverse=False)
-            ctx_d = dask.delayed(context, name=f"detector-context-{key}", traverse=False)
-            dups_d = dask.delayed(dups, name=f"detector-dups-{key}", traverse=False)
-            scored = _ddf(pieces, cols).map_partitions(
-                _score_partition, model_d, ctx_d, offsets, dups_d, str(work), reasons,
-                int(explain_top), meta=_SCORE_META, enforce_metadata=False)
-            parts = scored.to_delayed()
-            per_part = [d["anomaly_score"].to_numpy(dtype="float64")
-                        for d in dask.compute(*parts)]
-            counts = np.array([len(s) for s in per_part], dtype=np.int64)
-            s = np.concatenate(per_part) if len(per_part) else np.zeros(0)
-            rank = verdict.rank(s)  # manual rows (NaN) last, masked when written
-            starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-            todo = [i for i in range(len(pieces)) if counts[i]]
-            stats = dask.compute(*[
-                dask.delayed(_finish_partition, pure=True)(
-                    i, str(work), str(tmp_out), rank[starts[i]:starts[i + 1]],
-                    tuple(model.output_columns), reasons, int(explain_top))
-                for i in todo])
-        n_out = int(len(s))
-        n_scored = int(np.count_nonzero(~np.isnan(s)))
-        if n_out == 0:
-            cols = model.output_columns
-            _write_parquet(pd.DataFrame({c: pd.Series([], dtype="object") for c in cols}),
-                           tmp_out / _part_name(0), _output_schema(cols))
-        # Rejects, streamed in partition (= row) order into one CSV, atomically.
-        import pyarrow.parquet as pq
-
-        n_rejected = 0
-        sample: list[pd.DataFrame] = []
-        with AtomicWriter(rej_path, force=force) as w:
-            for i in range(len(pieces)):
-                f = work / f"rejects.{i:05d}.parquet"
-                if f.exists():
-                    r = pq.read_table(f).to_pandas()
-                    n_rejected += len(r)
-                    sample.append(r.head(1000))
-                    w.write(r)
-            if n_rejected == 0:
-                w.write(pd.DataFrame({c: pd.Series([], dtype="str") for c in REJECT_COLUMNS}))
-        if total != n_out or n_out != n_scored + n_rejected:  # the core promise; never silent
-            raise RuntimeError(f"internal error: {total} rows in but {n_out} rows out "
-                               f"({n_scored} scored + {n_rejected} rejected)")
+            total, starts, scored = _score_pass(client, input, pieces, model, work, tally,
+                                                reasons, explain_top)
+            ranked = rank_pass(model, tally, np.concatenate(scored.scores), scored.by_top,
+                               explain_top=int(explain_top), capacity=capacity)
+            _write_pass(pieces, model, work, tmp_out, starts, ranked)
+        _write_rejects(work, len(pieces), rej_path, force, tally)
+        check_rows(total, scored.n_out, ranked.n_scored, tally.rejected)
         _replace_dir(tmp_out, out, force)
     except BaseException:
         shutil.rmtree(tmp_out, ignore_errors=True)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    lanes: dict[str, int] = {}
-    for st in stats:
-        for k, v in st["lanes"].items():
-            lanes[k] = lanes.get(k, 0) + v
-    seconds = time.time() - started
-    summary = {"input": str(input), "output": str(out), "rejects": str(rej_path),
-               "rows": total, "scored": n_scored, "rejected": n_rejected,
-               "flagged": sum(st["flagged"] for st in stats),
-               "random_selected": sum(st["random_selected"] for st in stats),
-               "lanes": lanes, "files": len(files), "partitions": len(pieces),
-               "seconds": round(seconds, 3),
-               "rows_per_second": round(total / seconds) if seconds > 0 else None,
-               "engine": "dask"}
-    if sample:
-        summary["rejects_summary"] = summarise_rejects(pd.concat(sample))
-    return summary
+    # Lanes counted partition by partition, as written.
+    lanes = lane_counts(ranked.lane_codes, tally.lane_names, starts[:-1])
+    return summary(input, out, rej_path, rows=total, ranked=ranked, tally=tally, lanes=lanes,
+                   seconds=time.time() - started,
+                   middle={"files": len(files), "partitions": len(pieces)},
+                   tail={"engine": "dask"})
+
+
+def _score_pass(client, input, pieces, model, work: Path, tally: Tally, reasons: str,
+                explain_top: int) -> tuple[int, np.ndarray, Scored]:
+    """The facts pass, then every partition validated, scored and spilled on the cluster;
+    the parts' verdicts go to ``tally`` in partition order. Returns the row count, the
+    partitions' first output rows (and the total last) and the scores."""
+    import dask
+
+    rows, offsets, context, dups = _facts_pass(client, pieces)
+    total = int(rows.sum())
+    if total == 0:
+        raise InputError(f"INPUT {input} has no data rows")
+    # The model and the whole-dataset context are one task each in the graph: shipped
+    # once to each worker that needs them, not once per partition.
+    key = uuid.uuid4().hex
+    model_d = dask.delayed(model, name=f"detector-model-{key}", traverse=False)
+    ctx_d = dask.delayed(context, name=f"detector-context-{key}", traverse=False)
+    dups_d = dask.delayed(dups, name=f"detector-dups-{key}", traverse=False)
+    parts = dask.compute(*[
+        dask.delayed(_score_partition, pure=True)(
+            p, model_d, ctx_d, offsets, dups_d, str(work), reasons, int(explain_top),
+            partition_info={"number": i})
+        for i, p in enumerate(_ddf(pieces, _union_columns(pieces)).to_delayed())])
+    scores: list[np.ndarray] = []
+    by_top: dict[int, list[str]] = {}
+    starts = [0]
+    for part in parts:
+        if part is not None:
+            tally.add_part(part)
+            for pos, c in zip(part.by_top.tolist(), part.by_top_codes, strict=True):
+                by_top[starts[-1] + pos] = c
+            scores.append(part.scores)
+        starts.append(starts[-1] + (0 if part is None else len(part.scores)))
+    return total, np.array(starts, dtype=np.int64), Scored(total, starts[-1], scores or
+                                                           [np.zeros(0)], by_top)
+
+
+def _write_pass(pieces, model, work: Path, tmp_out: Path, starts: np.ndarray,
+                ranked: Ranked) -> None:
+    """Every partition's spill written with its ranks (and a cap's lanes) into
+    ``tmp_out``, one Parquet file each (an empty one for an empty dataset)."""
+    import dask
+
+    cols = tuple(model.output_columns)
+    todo = [i for i in range(len(pieces)) if starts[i + 1] > starts[i]]
+
+    def recode(a: int, b: int) -> dict:
+        return {p - a: c for p, c in ranked.recode.items() if a <= p < b}
+
+    dask.compute(*[
+        dask.delayed(_finish_partition, pure=True)(
+            i, str(work), str(tmp_out), ranked.rank[starts[i]:starts[i + 1]], cols,
+            recode(starts[i], starts[i + 1]),
+            None if ranked.new_lanes is None else ranked.new_lanes[starts[i]:starts[i + 1]])
+        for i in todo])
+    if not todo:
+        _write_parquet(pd.DataFrame({c: pd.Series([], dtype="object") for c in cols}),
+                       tmp_out / _part_name(0), _output_schema(cols))
+
+
+def _write_rejects(work: Path, n_pieces: int, rej_path: Path, force: bool,
+                   tally: Tally) -> None:
+    """The partitions' rejects, streamed in partition (= row) order into one CSV,
+    atomically, and counted in ``tally``."""
+    import pyarrow.parquet as pq
+
+    with AtomicWriter(rej_path, force=force) as w:
+        for i in range(n_pieces):
+            f = work / f"rejects.{i:05d}.parquet"
+            if f.exists():
+                r = pq.read_table(f).to_pandas()
+                tally.add_rejects(r)
+                w.write(r)
+        if tally.rejected == 0:
+            w.write(pd.DataFrame({c: pd.Series([], dtype="str") for c in REJECT_COLUMNS}))
 
 
 # --------------------------------------------------------------------------- training

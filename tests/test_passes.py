@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import detector.io as dio
+from detector.engine import burst_context
 from detector.errors import InputError, SchemaError
-from detector.jobs import _burst_context
 from detector.schema import load_column_mapping
 
 BURST_HEAD = ["declaration_id", "hs_code", "origin_country", "net_mass_kg", "customs_value",
@@ -77,7 +77,7 @@ def _prepass(path, rows: int, mapping=None, encoding: str = "utf-8"):
 
     def run():
         header = dio.read_header(path, m, encoding=encoding)
-        return _burst_context(path, m, encoding, rows, header)
+        return burst_context(path, m, encoding, rows, header)
 
     return _outcome(run)
 

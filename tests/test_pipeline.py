@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from detector import jobs, reasons
+from detector import engine, jobs, reasons
 from detector.errors import InputError
 from detector.io import read_ahead
 from detector.validate import IdTracker, validate
@@ -106,7 +106,7 @@ def test_validate_leaves_its_input_alone_when_every_row_is_valid(test_df):
 
 
 def test_default_threads_is_one_per_core_at_most_two():
-    assert 1 <= jobs._default_threads() <= 2
+    assert 1 <= engine.default_threads() <= 2
 
 
 def test_batch_process_settings_take_effect():
@@ -128,24 +128,24 @@ def test_batch_process_settings_take_effect():
 @pytest.mark.parametrize("threshold, warmed", [(0, 1), (1 << 40, 0)])
 def test_score_file_warms_the_kernels_up_only_for_a_big_enough_input(
         model, test_df, tmp_path, monkeypatch, threshold, warmed):
-    """A file from ``_WARM_UP_BYTES`` on loads the compiled kernels during the pre-pass
+    """A file from ``engine.WARM_UP_BYTES`` on loads the compiled kernels during the pre-pass
     (in a thread), a smaller one does not; either way the output is the same."""
     src = tmp_path / "in.csv"
     test_df.head(3000).to_csv(src, index=False)
     calls: list[str] = []
-    original = jobs._warm_up
+    original = engine.warm_up
 
     def recording(m):
         calls.append(threading.current_thread().name)
         original(m)
 
-    monkeypatch.setattr(jobs, "_warm_up", recording)
-    monkeypatch.setattr(jobs, "_WARM_UP_BYTES", threshold)
+    monkeypatch.setattr(engine, "warm_up", recording)
+    monkeypatch.setattr(engine, "WARM_UP_BYTES", threshold)
     out = tmp_path / f"out{warmed}.csv"
     jobs.score_file(model, src, out)
     assert calls == ["detector-warm-up"] * warmed
     ref = tmp_path / "ref.csv"
-    monkeypatch.setattr(jobs, "_warm_up", lambda m: None)
+    monkeypatch.setattr(engine, "warm_up", lambda m: None)
     jobs.score_file(model, src, ref)
     assert out.read_bytes() == ref.read_bytes()
 
@@ -162,14 +162,14 @@ def test_a_failed_pre_pass_leaves_no_warm_up_thread_running(model, test_df, tmp_
     cells[list(test_df.columns).index("exporter_id")] = b"\xff\xfeE"
     lines[1500] = b",".join(cells)
     src.write_bytes(b"\n".join(lines))
-    monkeypatch.setattr(jobs, "_WARM_UP_BYTES", 0)
+    monkeypatch.setattr(engine, "WARM_UP_BYTES", 0)
     done = threading.Event()
 
     def slow_warm_up(m):
         time.sleep(0.5)  # still loading when the pre-pass fails
         done.set()
 
-    monkeypatch.setattr(jobs, "_warm_up", slow_warm_up)
+    monkeypatch.setattr(engine, "warm_up", slow_warm_up)
     with pytest.raises(InputError, match="not valid utf-8"):
         jobs.score_file(model, src, tmp_path / "out.csv")
     assert done.is_set(), "score_file returned before its warm-up thread ended"
@@ -197,8 +197,7 @@ def test_lane_counts_keep_the_order_value_counts_gives_batch_by_batch():
             for k, v in pd.Series(labels[start:start + batch], dtype="str").value_counts(
                     ).items():
                 want[str(k)] = want.get(str(k), 0) + int(v)
-        got: dict[str, int] = {}
-        jobs._lane_counts(got, codes, names, batch)
+        got = engine.lane_counts(codes, names, range(0, n, batch))
         assert list(got.items()) == list(want.items())
 
 

@@ -45,8 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_json_atomic
 from bench_pipeline import ensure_input, ensure_model
 
+from detector.engine import burst_context, rare_gc, score_part
 from detector.io import AtomicWriter, iter_tables, read_header
-from detector.jobs import _burst_context, _rare_gc, _score_part, load_model
+from detector.jobs import load_model
 from detector.reasons import REASON_MODES, counterfactual_reasons, explained_rows, reason_texts
 from detector.validate import IdTracker, validate
 
@@ -63,8 +64,8 @@ def phases(src: Path, model_path: Path, chunk_rows: int, out: Path,
         seconds[name] = seconds.get(name, 0.0) + now - clock[0]
         clock[0] = now
 
-    with _rare_gc():
-        context, _ = _burst_context(src, None, "utf-8", chunk_rows, read_header(src))
+    with rare_gc():
+        context, _ = burst_context(src, None, "utf-8", chunk_rows, read_header(src))
         tick("prepass")
         tracker = IdTracker()
         with AtomicWriter(out, force=True) as writer:
@@ -95,7 +96,7 @@ def phases(src: Path, model_path: Path, chunk_rows: int, out: Path,
 
 def _score_in_threads(model, chunks: list, context, columns: list[str], threads: int,
                       reasons: str = "officer") -> tuple[float, float]:
-    """Wall and process CPU seconds of ``_score_part`` over ``chunks`` in ``threads``
+    """Wall and process CPU seconds of ``score_part`` over ``chunks`` in ``threads``
     threads (each takes the next chunk when done, as score_file's pool does)."""
     todo = iter(chunks)
     lock = threading.Lock()
@@ -108,7 +109,7 @@ def _score_in_threads(model, chunks: list, context, columns: list[str], threads:
                     chunk = next(todo, None)
                 if chunk is None:
                     return
-                _score_part(model, chunk, context, columns, reasons=reasons)
+                score_part(model, chunk, context, columns, reasons=reasons)
         except BaseException as exc:  # reported by the caller, not lost in a thread
             errors.append(exc)
 
@@ -128,15 +129,15 @@ def ceiling(src: Path, model_path: Path, chunk_rows: int, repeat: int,
     """The scoring stage alone on one and on two threads, taking turns."""
     model = load_model(model_path)
     model.forest_.warm_up()
-    context, _ = _burst_context(src, None, "utf-8", chunk_rows, read_header(src))
+    context, _ = burst_context(src, None, "utf-8", chunk_rows, read_header(src))
     tracker = IdTracker()
     chunks = [validate(c, seen_ids=tracker).valid
               for c in iter_tables(src, chunk_rows=chunk_rows)]
     rows = sum(len(c) for c in chunks)
     columns = [c for c in model.output_columns if c != "rank"]
     runs: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
-    with _rare_gc():
-        _score_part(model, chunks[0], context, columns, reasons=reasons)  # first-use caches
+    with rare_gc():
+        score_part(model, chunks[0], context, columns, reasons=reasons)  # first-use caches
         for _ in range(repeat):
             for threads in (1, 2):
                 runs[threads].append(_score_in_threads(model, chunks, context, columns,

@@ -19,6 +19,11 @@ For each size, in one run on one machine:
   thread, to show what the default two scoring threads add;
 * with ``--workers N``, ``detector score --workers N`` too (N scoring processes instead
   of threads; the peak is the sum over the process tree, as for the others);
+* with ``--baseline DIR`` (a checkout of an earlier commit, e.g. ``git worktree add
+  /tmp/old 76ab50b``), that checkout's ``detector score`` (its code on ``PYTHONPATH``, its
+  own model trained by its own code on the same 100k rows), taking turns with the others:
+  the ratio detector / baseline (best run each) says whether a change made the pipeline
+  slower;
 * the plain path, also in its own subprocess: ``pandas.read_csv`` of the whole file, a
   scikit-learn ``IsolationForest`` (200 trees, fitted on a 256-row-per-tree sample)
   ``score_samples`` on the numeric columns, and ``to_csv`` of ids + scores: what a naive
@@ -50,6 +55,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
@@ -113,10 +119,11 @@ _RUSAGE = textwrap.dedent(
 )
 
 
-def _env() -> dict[str, str]:
+def _env(root: Path = ROOT) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("DETECTOR_MODEL_KEY", None)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    # PYTHONPATH comes before the editable install's finder: ``root``'s package is imported
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
@@ -134,10 +141,11 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def measure(cmd: list[str]) -> dict:
+def measure(cmd: list[str], root: Path = ROOT) -> dict:
     """Wall time and peak RSS (psutil polling of the process tree) of one command."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=_env(root))
     ps = psutil.Process(proc.pid)
     peak = 0
     while proc.poll() is None:
@@ -174,14 +182,29 @@ def ensure_input(data_dir: Path, rows: int) -> Path:
     return path
 
 
-def ensure_model(data_dir: Path, trees: int) -> Path:
-    model = data_dir / f"model_{trees}trees.joblib"
+def ensure_model(data_dir: Path, trees: int, root: Path = ROOT, tag: str = "") -> Path:
+    """The model trained by ``root``'s code (a baseline checkout gets its own, ``tag``ged)."""
+    model = data_dir / f"model_{trees}trees{tag}.joblib"
     if not model.exists():
         train = ensure_input(data_dir, 100_000)
         subprocess.run(_detector("train", str(train), "-o", str(model), "--trees", str(trees)),
-                       check=True, env=_env(), stdout=subprocess.DEVNULL,
+                       check=True, env=_env(root), stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
     return model
+
+
+class Baseline(NamedTuple):
+    """An earlier commit's checkout and the model its own code trained."""
+
+    root: Path
+    commit: str
+    model: Path
+
+
+def baseline(data_dir: Path, root: Path, trees: int) -> Baseline:
+    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    return Baseline(root, commit, ensure_model(data_dir, trees, root, f"_{commit}"))
 
 
 def _runs(measured: list[dict], rows: int) -> dict:
@@ -198,7 +221,8 @@ def _runs(measured: list[dict], rows: int) -> dict:
 
 
 def bench_size(data_dir: Path, model: Path, rows: int, trees: int, work: Path,
-               repeat: int = 1, workers: int = 0, one_thread: bool = False) -> dict:
+               repeat: int = 1, workers: int = 0, one_thread: bool = False,
+               base: Baseline | None = None) -> dict:
     src = ensure_input(data_dir, rows)
     size_mb = src.stat().st_size / 2**20
     out = work / f"scored_{rows}.csv"
@@ -211,9 +235,14 @@ def bench_size(data_dir: Path, model: Path, rows: int, trees: int, work: Path,
     # "all" is the same command giving sentences on every row (--reasons all; the
     # default is --reasons officer). The floor reads the CSV and writes two columns.
     floor_cmd = [sys.executable, "-c", _FLOOR, str(src), str(work / f"floor_{rows}.csv")]
-    det, every, one, plain, procs, floor = [], [], [], [], [], []
+    base_out = work / f"baseline_{rows}.csv"
+    base_cmd = base and _detector("score", str(base.model), str(src), "-o", str(base_out),
+                                  "--force")
+    det, every, one, plain, procs, floor, old = [], [], [], [], [], [], []
     for _ in range(repeat):
         det.append(measure(cmd))
+        if base:
+            old.append(measure(base_cmd, base.root))
         every.append(measure([*cmd, "--reasons", "all"]))
         if one_thread:
             one.append(measure([*cmd, "--threads", "1"]))
@@ -226,7 +255,8 @@ def bench_size(data_dir: Path, model: Path, rows: int, trees: int, work: Path,
     plain_rusage = rusage_peak_mb(plain_cmd)
     every_rusage = rusage_peak_mb([*cmd, "--reasons", "all"])
     for p in (out, out.with_name(out.stem + ".rejects.csv"), plain_out,
-              work / f"floor_{rows}.csv"):
+              work / f"floor_{rows}.csv", base_out, base_out.with_name(base_out.stem
+                                                                        + ".rejects.csv")):
         p.unlink(missing_ok=True)
     det_s = min(m["seconds"] for m in det)
     floor_s = min(m["seconds"] for m in floor)
@@ -248,6 +278,9 @@ def bench_size(data_dir: Path, model: Path, rows: int, trees: int, work: Path,
         "ratio_detector_to_floor": round(det_s / floor_s, 2),
         "ratio_reasons_all_to_floor": round(min(m["seconds"] for m in every) / floor_s, 2),
         **({"detector_workers": {"workers": workers, **_runs(procs, rows)}} if procs else {}),
+        **({"baseline": {"commit": base.commit, "root": str(base.root), **_runs(old, rows)},
+            "ratio_detector_to_baseline": round(det_s / min(m["seconds"] for m in old), 3)}
+           if old else {}),
         "plain_pandas_sklearn": {
             **_runs(plain, rows),
             "peak_rss_mb_rusage": round(plain_rusage, 1),
@@ -268,6 +301,8 @@ def table(results: list[dict]) -> str:
         head += f" | {'1 thread':>9} {'rows/s':>9}"
     if any("detector_workers" in r for r in results):
         head += f" | {'workers s':>9} {'rows/s':>9} {'peak MB':>8}"
+    if any("baseline" in r for r in results):
+        head += f" | {'base s':>7} {'peak MB':>8} {'x base':>7}"
     lines = [head, "-" * len(head)]
     for r in results:
         d, a, p = r["detector"], r["detector_reasons_all"], r["plain_pandas_sklearn"]
@@ -281,7 +316,9 @@ def table(results: list[dict]) -> str:
             + (f" | {o['seconds']:>9.1f} {o['rows_per_second']:>9,}"
                if (o := r.get("detector_one_thread")) else "")
             + (f" | {w['seconds']:>9.1f} {w['rows_per_second']:>9,} "
-               f"{w['peak_rss_mb_psutil']:>8.0f}" if (w := r.get("detector_workers")) else ""))
+               f"{w['peak_rss_mb_psutil']:>8.0f}" if (w := r.get("detector_workers")) else "")
+            + (f" | {b['seconds']:>7.1f} {b['peak_rss_mb_psutil']:>8.0f} "
+               f"{r['ratio_detector_to_baseline']:>7.3f}" if (b := r.get("baseline")) else ""))
     return "\n".join(lines)
 
 
@@ -315,6 +352,8 @@ def main() -> None:
                     help="also run `detector score --workers N` (processes; tree RSS summed)")
     ap.add_argument("--one-thread", action="store_true",
                     help="also run `detector score --threads 1`")
+    ap.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                    help="also run the `detector score` of this checkout (an earlier commit)")
     ap.add_argument("--data-dir", type=Path,
                     default=Path(tempfile.gettempdir()) / "detector-bench-data")
     ap.add_argument("--out", type=Path,
@@ -326,6 +365,7 @@ def main() -> None:
         sizes = [100_000, 400_000] if args.quick else [1_000_000, 4_000_000]
     args.data_dir.mkdir(parents=True, exist_ok=True)
     model = ensure_model(args.data_dir, args.trees)
+    base = baseline(args.data_dir, args.baseline.resolve(), args.trees) if args.baseline else None
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-", dir=args.data_dir) as work:
         for rows in sizes:
@@ -333,7 +373,7 @@ def main() -> None:
             results.append(bench_size(args.data_dir, model, rows, args.trees, Path(work),
                                       repeat=max(1, args.repeat),
                                       workers=max(0, args.workers),
-                                      one_thread=args.one_thread))
+                                      one_thread=args.one_thread, base=base))
             print(table(results[-1:]).splitlines()[-1], file=sys.stderr)
     payload = {
         "benchmark": "bench_pipeline",

@@ -518,7 +518,9 @@ def summary(input, output, rejects, *, rows: int, ranked: Ranked, tally: Tally,
     out = {"input": str(input), "output": str(output), "rejects": str(rejects),
            "rows": rows, "scored": ranked.n_scored, "rejected": tally.rejected,
            "flagged": tally.flagged, "random_selected": tally.random_selected,
-           "lanes": lanes, **middle, "seconds": round(seconds, 3),
+           # manual: rows that could not be read, in the output without a score
+           "lanes": lanes, "manual": int(lanes.get(MANUAL_LANE, 0)), **middle,
+           "seconds": round(seconds, 3),
            "rows_per_second": round(rows / seconds) if seconds > 0 else None, **(tail or {})}
     if ranked.cap is not None:
         out["capacity"] = ranked.cap

@@ -25,7 +25,6 @@ from .model import DeclarationModel, build_model, load_model
 from .reasons import DEFAULT_EXPLAIN_TOP, check_reasons_mode
 from .schema import load_column_mapping
 from .validate import summarise_rejects, validate
-from .verdict import MANUAL_LANE
 
 __all__ = ["generate_file", "train_file", "score_file", "evaluate_file", "explain_file",
            "rejects_path", "load_model"]
@@ -178,8 +177,7 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     return engine_summary(
         input, out_path, rej_path, rows=run.rows_in, ranked=run.ranked, tally=run.tally,
         lanes=run.lanes, seconds=time.time() - started,
-        middle={"manual": int(run.lanes.get(MANUAL_LANE, 0)), "workers": int(workers),
-                "threads": threads if int(workers) == 1 else 1})
+        middle={"workers": int(workers), "threads": threads if int(workers) == 1 else 1})
 
 
 def _raw_baseline(valid: pd.DataFrame, seed: int) -> np.ndarray:

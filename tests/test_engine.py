@@ -77,6 +77,11 @@ def test_dask_summary_counts_every_reject(engine_model, heavy, cluster, tmp_path
     _expected_lines(s["rejects_summary"])
     local = score_file(engine_model, heavy / "heavy.csv", tmp_path / "local.csv")
     assert s["rejects_summary"] == local["rejects_summary"]
+    # One summary shape: the same keys apart from what only one engine has.
+    engine_only = {"files", "partitions", "engine", "workers", "threads"}
+    assert set(s) - engine_only == set(local) - engine_only
+    # Rejected rows are in the output in lane manual, counted alike on both engines.
+    assert s["manual"] == local["manual"] == s["rejected"] == s["lanes"]["manual"]
 
 
 @pytest.fixture(scope="module")

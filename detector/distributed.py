@@ -73,7 +73,7 @@ from .io import (
 )
 from .model import OUTPUT_COLUMNS, DeclarationModel, build_model
 from .reasons import DEFAULT_EXPLAIN_TOP, check_reasons_mode
-from .validate import REJECT_COLUMNS, as_text, summarise_rejects, validate
+from .validate import REJECT_COLUMNS, RejectTally, as_text, validate
 from .verdict import MANUAL_LANE
 
 __all__ = ["score_dask", "train_dask", "list_inputs", "DEFAULT_PARTITION_ROWS"]
@@ -694,7 +694,7 @@ def _sample_partition(df: pd.DataFrame, offsets: np.ndarray, dups: dict, seed: i
     keep = _sample_mask(valid.index.to_numpy(np.int64), seed, frac)
     vocabs = _features(extras).vocabularies(valid) if len(valid) else None
     return {"valid": valid.iloc[np.flatnonzero(keep)], "n_valid": len(valid),
-            "n_rejected": len(rejects), "rejects_head": rejects.head(1000), "vocabs": vocabs}
+            "n_rejected": len(rejects), "rejects": RejectTally().add(rejects), "vocabs": vocabs}
 
 
 def _tables_partition(df: pd.DataFrame, offsets: np.ndarray, dups: dict, vocabs: dict,
@@ -814,11 +814,14 @@ def train_dask(input, output, *, columns=None, budget: float = 0.01, lanes=None,
         raise RuntimeError(f"internal error: {total} rows in but {n_valid} valid + "
                            f"{n_rejected} rejected")
     frames = [r["valid"] for r in results if len(r["valid"])]
-    rej_head = pd.concat([r["rejects_head"] for r in results])
+    # Every reject counted (a tally per partition, merged in input order), not a sample.
+    rej_tally = RejectTally()
+    for r in results:
+        rej_tally.merge(r["rejects"])
     valid = pd.concat(frames) if len(frames) > 1 else (frames[0] if frames else None)
     if valid is None or len(valid) < 2:
         raise SchemaError(f"INPUT {input}: {0 if valid is None else len(valid)} valid rows of "
-                          f"{total}; training needs at least 2. {summarise_rejects(rej_head)}")
+                          f"{total}; training needs at least 2. {rej_tally.summary()}")
     model = build_model(mapping, trees=trees, max_samples=max_samples, budget=budget,
                         lanes=lanes, random_share=random_share, seed=seed, min_rows=min_rows)
     sampled = len(valid) < n_valid
@@ -839,7 +842,7 @@ def train_dask(input, output, *, columns=None, budget: float = 0.01, lanes=None,
     return {"output": str(output), "rows": total, "trained_on": int(len(valid)),
             "valid": int(n_valid), "rejected": int(n_rejected), "sampled": bool(sampled),
             "sample_fraction": float(frac),
-            "rejects_summary": summarise_rejects(rej_head) if n_rejected else "",
+            "rejects_summary": rej_tally.summary() if n_rejected else "",
             "features": meta["features"], "disabled_features": meta["disabled_features"],
             "threshold": meta["threshold"], "lane_thresholds": meta["lane_thresholds"],
             "files": len(files), "partitions": len(pieces),

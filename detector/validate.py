@@ -642,6 +642,16 @@ class RejectTally:
             rejects["reason"].astype("str").str.contains(_COMMA_HINT, regex=False).any())
         return self
 
+    def merge(self, other: RejectTally) -> RejectTally:
+        """Add ``other``'s counts and examples (a later part of the same input: its
+        examples come after ours), as a tally of both parts at once would have them."""
+        for key, count in other._counts.items():
+            self._counts[key] = self._counts.get(key, 0) + count
+            have = self._examples.setdefault(key, [])
+            have.extend(other._examples[key][: self.max_examples - len(have)])
+        self._comma = self._comma or other._comma
+        return self
+
     def summary(self) -> str:
         """One line per (column, rule) with the count and a few example ids, most common
         first (ties in the order first seen)."""

@@ -84,6 +84,31 @@ def test_dask_summary_counts_every_reject(engine_model, heavy, cluster, tmp_path
     assert s["manual"] == local["manual"] == s["rejected"] == s["lanes"]["manual"]
 
 
+def test_train_dask_summary_counts_every_reject(heavy, cluster, tmp_path):
+    """train_dask's summary once kept the first 1,000 rejects of each partition."""
+    from detector.distributed import train_dask
+    from detector.jobs import train_file
+
+    s = train_dask(heavy / "heavy.parquet", tmp_path / "dask.joblib", trees=10,
+                   scheduler=cluster.scheduler_address)
+    assert s["partitions"] == 1 and s["rejected"] == N_BAD_MASS + N_NO_ID
+    _expected_lines(s["rejects_summary"])
+    local = train_file(heavy / "heavy.csv", tmp_path / "local.joblib", trees=10)
+    assert s["rejects_summary"] == local["rejects_summary"]
+
+
+def test_reject_tallies_merge_as_one():
+    from detector.validate import RejectTally
+
+    rejects = pd.DataFrame({"row_number": range(7), "declaration_id": [f"D{i}" for i in range(7)],
+                            "column": ["net_mass_kg"] * 5 + ["hs_code"] * 2,
+                            "reason": ["net_mass_kg is not a number: 'x'"] * 5
+                            + ["hs_code is malformed: '1'"] * 2})
+    merged = RejectTally().add(rejects.iloc[:2]).merge(RejectTally().add(rejects.iloc[2:]))
+    assert merged.summary() == summarise_rejects(rejects)
+    assert "net_mass_kg: 5 rows" in merged.summary() and "(e.g. D0, D1, D2)" in merged.summary()
+
+
 @pytest.fixture(scope="module")
 def shifted(tmp_path_factory):
     """A batch from another generated world (other traders and routes): it drifts and

@@ -70,13 +70,15 @@ from .io import (
     parquet_file,
     read_header,
     real_encoding,
+    rejects_path,
 )
 from .model import OUTPUT_COLUMNS, DeclarationModel, build_model
 from .reasons import DEFAULT_EXPLAIN_TOP, check_reasons_mode
 from .validate import REJECT_COLUMNS, RejectTally, as_text, validate
 from .verdict import MANUAL_LANE
 
-__all__ = ["score_dask", "train_dask", "list_inputs", "DEFAULT_PARTITION_ROWS"]
+__all__ = ["score_dask", "train_dask", "list_inputs", "DEFAULT_PARTITION_ROWS",
+           "DEFAULT_SAMPLE_ROWS"]
 
 DEFAULT_PARTITION_ROWS = 200_000
 DEFAULT_SAMPLE_ROWS = 1_000_000
@@ -543,7 +545,7 @@ def score_dask(model: DeclarationModel | str | os.PathLike, input, output, *, co
     picks worker processes or threads); with an address, that cluster is used.
     Returns a summary dict (``engine="dask"``).
     """
-    from .jobs import load_model, rejects_path
+    from .jobs import load_model
 
     started = time.time()
     check_reasons_mode(reasons, explain_top)

@@ -50,6 +50,7 @@ from .errors import InputError, SchemaError
 from .schema import CSV_SEPARATORS, REQUIRED, TEXT, ColumnMapping, rename_map
 
 __all__ = [
+    "rejects_path",
     "NA_TOKENS",
     "TEXT_COLUMNS",
     "decategorise",
@@ -1269,6 +1270,17 @@ class AtomicWriter:
             with contextlib.suppress(Exception):
                 self._pq_writer.close()
         self._file.abort()
+
+
+def rejects_path(output: str | os.PathLike) -> Path:
+    """``scored.csv`` -> ``scored.rejects.csv`` (always CSV: people open it)."""
+    p = Path(output)
+    name = p.name
+    for ext in (".csv.gz", ".parquet", ".jsonl", ".ndjson", ".csv", ".pq"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return p.with_name(name + ".rejects.csv")
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike[str], force: bool = False) -> None:

@@ -20,27 +20,16 @@ from . import verdict
 from .engine import Progress, default_threads, score_stream
 from .engine import summary as engine_summary
 from .errors import InputError, SchemaError
-from .io import AtomicWriter, read_header, read_table
+from .io import AtomicWriter, read_header, read_table, rejects_path
 from .model import DeclarationModel, build_model, load_model
 from .reasons import DEFAULT_EXPLAIN_TOP, check_reasons_mode
 from .schema import load_column_mapping
 from .validate import summarise_rejects, validate
 
 __all__ = ["generate_file", "train_file", "score_file", "evaluate_file", "explain_file",
-           "rejects_path", "load_model"]
+           "load_model", "batch_process_settings"]
 
 _CHUNK_ROWS = 100_000
-
-
-def rejects_path(output: str | os.PathLike) -> Path:
-    """``scored.csv`` -> ``scored.rejects.csv`` (always CSV: people open it)."""
-    p = Path(output)
-    name = p.name
-    for ext in (".csv.gz", ".parquet", ".jsonl", ".ndjson", ".csv", ".pq"):
-        if name.endswith(ext):
-            name = name[: -len(ext)]
-            break
-    return p.with_name(name + ".rejects.csv")
 
 
 def generate_file(output, *, rows: int, seed: int, fraud_rate: float = 0.01,

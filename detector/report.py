@@ -802,8 +802,7 @@ def write_report(model_path: str | os.PathLike, scored_path: str | os.PathLike,
     The output is written atomically and is not overwritten unless ``force``. Returns a
     summary dict (what the CLI prints).
     """
-    from .io import atomic_write_text, read_table
-    from .jobs import rejects_path
+    from .io import atomic_write_text, read_table, rejects_path
     from .model import load_model
     from .schema import load_column_mapping
 

@@ -88,9 +88,6 @@ _FACES = {_module_name(p): (p, *_top_level(ast.parse(p.read_text(encoding="utf-8
 _NOT_IN_ALL = {
     # click commands: the CLI's face is the group `main`; the commands are reached through it
     "detector.cli": {"backtest", "evaluate", "explain", "generate", "report", "score", "train"},
-    # the engine modules are being redesigned on another branch (issue 17): left to it
-    "detector.jobs": {"Progress", "batch_process_settings"},
-    "detector.distributed": {"DEFAULT_SAMPLE_ROWS"},
 }
 
 

@@ -25,7 +25,8 @@ import pandas as pd
 
 import detector
 from detector.errors import InputError
-from detector.jobs import rejects_path, score_file, train_file
+from detector.io import rejects_path
+from detector.jobs import score_file, train_file
 
 N_FILES = 3
 ROWS = 6000

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 import detector
-from detector.jobs import rejects_path, score_file
+from detector.io import rejects_path
+from detector.jobs import score_file
 from detector.validate import summarise_rejects
 
 N_BAD_MASS = 1500  # more than the 1,000 rejects a chunk the summaries used to look at

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 import detector
 from detector.cli import main
-from detector.jobs import rejects_path, score_file
+from detector.io import rejects_path
+from detector.jobs import score_file
 
 TOP = 10
 EVIL = "<script>alert('pwned')</script> ceramic tiles"

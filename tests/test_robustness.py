@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 
 import detector
 from detector.errors import DetectorError
-from detector.io import CSV_INJECTION_PREFIXES
-from detector.jobs import rejects_path, score_file
+from detector.io import CSV_INJECTION_PREFIXES, rejects_path
+from detector.jobs import score_file
 from detector.model import DeclarationModel
 
 KEY = "DETECTOR_MODEL_KEY"

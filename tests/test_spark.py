@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 import detector
-from detector.jobs import rejects_path, score_file
+from detector.io import rejects_path
+from detector.jobs import score_file
 
 ROOT = Path(__file__).resolve().parents[1]
 # pyspark's own pandas conversions use a keyword pandas 3 deprecates; not ours to fix.

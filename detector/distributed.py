@@ -11,17 +11,27 @@ rejects), whatever the partitioning, in four steps:
    declaration ids. The driver sums the burst counts (whole-dataset context), turns row
    counts into global row offsets, and finds repeated id hashes (first occurrence wins):
    16 bytes a row on the driver.
-2. **Score pass** (``map_partitions``): each partition is validated and scored with the
-   model, which travels once to each worker as one task of the graph
-   (``dask.delayed(model)``), never once per partition. Scored rows (without rank) and
-   rejects are spilled to Parquet files of a work folder; only the scores (8 bytes a row)
-   come back to the driver.
-3. **Rank**: the driver ranks the scores with a stable argsort (descending score, ties by
-   input order), exactly like the local engine.
+2. **Score pass** (``map_partitions``): each partition is validated and scored by the
+   local engine's own step (:func:`detector.engine.score_part`) with the model, which
+   travels once to each worker as one task of the graph (``dask.delayed(model)``), never
+   once per partition. Scored rows (without rank) and rejects are spilled to Parquet files
+   of a work folder; the scores (8 bytes a row), lane codes, random selections and drift
+   bin counts come back to the driver, which adds them up in input order in the engine's
+   :class:`~detector.engine.Tally` (the rejects too, as their spills are streamed to the
+   rejects file: every one counted).
+3. **Rank**: the driver runs the engine's :func:`~detector.engine.rank_pass` (stable rank,
+   descending score, ties by input order; batch health; the ``capacity`` cap), exactly as
+   a local run does, and checks that every row came out (:func:`~detector.engine.check_rows`).
 4. **Write pass**: each partition's spill gets its slice of ranks and is written as
    ``part.NNNNN.parquet`` into a hidden temporary folder beside OUTPUT, which is renamed
    to OUTPUT only when everything succeeded; rejects are streamed to
-   ``OUTPUT.rejects.csv`` through :class:`detector.io.AtomicWriter`.
+   ``OUTPUT.rejects.csv`` through :class:`detector.io.AtomicWriter`. The summary is the
+   engine's (:func:`~detector.engine.summary`): the same keys as a local run's, plus the
+   files and partitions.
+
+Training (:func:`train_dask`) reads the data three times (facts, validation with the
+sample and vocabularies, the reference tables over the whole dataset); its rejects are
+counted exactly, per partition, with the same :class:`~detector.validate.RejectTally`.
 
 Every task only reads its inputs and (re)writes files named after its partition number,
 so a task that Dask retries after a worker died produces the same file again.
@@ -764,81 +774,41 @@ def train_dask(input, output, *, columns=None, budget: float = 0.01, lanes=None,
     if not isinstance(sample_rows, int | np.integer) or sample_rows < 2:
         raise ValueError(f"sample_rows must be an integer >= 2, got {sample_rows!r}")
     mapping, files, pieces = _prepare(input, columns, encoding, partition_rows)
-    cols = _union_columns(pieces)
+    extras = (tuple(mapping.extra_categorical), tuple(mapping.extra_numeric))
     with _client(scheduler, processes) as client:
-        import dask
-
         rows, offsets, _, dups = _facts_pass(client, pieces)
         total = int(rows.sum())
-        n_dups = sum(len(v[0]) for v in dups.values())
         # The valid count is only known after validation: aim at sample_rows of the rows
         # that are not duplicates (rows rejected for other reasons make the sample a
         # little smaller than sample_rows, never larger).
-        frac = min(1.0, sample_rows / max(total - n_dups, 1))
-        key = uuid.uuid4().hex
-        dups_d = dask.delayed(dups, name=f"detector-dups-{key}", traverse=False)
-        parts = _ddf(pieces, cols).to_delayed()
-        extras = (tuple(mapping.extra_categorical), tuple(mapping.extra_numeric))
-        results = dask.compute(*[
-            dask.delayed(_sample_partition, pure=True)(
-                p, offsets, dups_d, int(seed), frac, extras, partition_info={"number": i})
-            for i, p in enumerate(parts)])
-        # Whole-dataset reference tables: the vocabularies of every partition, merged on
-        # the driver; then, in one more read, every partition's counts on them (summed)
-        # and its grouped values, shuffled by (group, key) so that each group's medians,
-        # MADs and means are computed where all of its values are.
-        from .features import DeclarationFeatures
-
-        vocab_parts = [r["vocabs"] for r in results if r["vocabs"] is not None]
-        vocabs = DeclarationFeatures.merge_vocabularies(vocab_parts) if vocab_parts else None
-        counts = stats = context = None
-        if vocabs is not None:
-            import dask.dataframe as dd
-
-            vocabs_d = dask.delayed(vocabs, name=f"detector-vocabs-{key}", traverse=False)
-            tables = [dask.delayed(_tables_partition, pure=True, nout=3)(
-                p, offsets, dups_d, vocabs_d, extras, partition_info={"number": i})
-                for i, p in enumerate(_ddf(pieces, cols).to_delayed())]
-            values = dd.from_delayed([v for _, v, _ in tables], meta=_values_meta(),
-                                     verify_meta=False)
-            shuffled = values.shuffle(on=["group", "key"], npartitions=len(tables))
-            count_parts, stat_parts, context_parts = dask.compute(
-                [c for c, _, _ in tables],
-                [dask.delayed(_value_stats, pure=True)(p, extras)
-                 for p in shuffled.to_delayed()],
-                [b for _, _, b in tables])
-            counts = DeclarationFeatures.merge_counts([c for c in count_parts if c])
-            stats = DeclarationFeatures.merge_value_stats([s for s in stat_parts if s])
-            context = DeclarationFeatures.merge_contexts(list(context_parts))
+        frac = min(1.0, sample_rows / max(total - sum(len(v[0]) for v in dups.values()), 1))
+        results, whole = _training_passes(pieces, offsets, dups, int(seed), frac, extras)
     n_valid = sum(r["n_valid"] for r in results)
     n_rejected = sum(r["n_rejected"] for r in results)
     if total != n_valid + n_rejected:
         raise RuntimeError(f"internal error: {total} rows in but {n_valid} valid + "
                            f"{n_rejected} rejected")
-    frames = [r["valid"] for r in results if len(r["valid"])]
     # Every reject counted (a tally per partition, merged in input order), not a sample.
     rej_tally = RejectTally()
     for r in results:
         rej_tally.merge(r["rejects"])
+    frames = [r["valid"] for r in results if len(r["valid"])]
     valid = pd.concat(frames) if len(frames) > 1 else (frames[0] if frames else None)
     if valid is None or len(valid) < 2:
         raise SchemaError(f"INPUT {input}: {0 if valid is None else len(valid)} valid rows of "
                           f"{total}; training needs at least 2. {rej_tally.summary()}")
     model = build_model(mapping, trees=trees, max_samples=max_samples, budget=budget,
                         lanes=lanes, random_share=random_share, seed=seed, min_rows=min_rows)
-    sampled = len(valid) < n_valid
-    whole = None if counts is None else {"vocabs": vocabs, "counts": counts, "stats": stats,
-                                         "rows": int(n_valid), "context": context}
     model.fit(valid, validated=True, _whole=whole)
-    model.metadata_["training"]["rejected"] = int(n_rejected)
-    model.metadata_["training"]["engine"] = "dask"
-    model.metadata_["training"]["dataset_rows"] = total
-    model.metadata_["training"]["dataset_valid_rows"] = int(n_valid)
-    model.metadata_["training"]["sample"] = {
-        "sampled": bool(sampled), "rows": int(len(valid)), "fraction": float(frac),
-        "seed": int(seed), "method": "hash(seed, global row) < fraction; every reference "
-        "table (vocabularies, counts, medians/MADs, price levels, means) computed over the "
-        "whole dataset; forest, typical feature values and thresholds fitted on the sample"}
+    sampled = len(valid) < n_valid
+    model.metadata_["training"].update(
+        rejected=int(n_rejected), engine="dask", dataset_rows=total,
+        dataset_valid_rows=int(n_valid), sample={
+            "sampled": bool(sampled), "rows": int(len(valid)), "fraction": float(frac),
+            "seed": int(seed), "method": "hash(seed, global row) < fraction; every reference "
+            "table (vocabularies, counts, medians/MADs, price levels, means) computed over the "
+            "whole dataset; forest, typical feature values and thresholds fitted on the "
+            "sample"})
     model.metadata_["columns"] = mapping.to_obj()
     meta = model.save(output)
     return {"output": str(output), "rows": total, "trained_on": int(len(valid)),
@@ -849,3 +819,52 @@ def train_dask(input, output, *, columns=None, budget: float = 0.01, lanes=None,
             "threshold": meta["threshold"], "lane_thresholds": meta["lane_thresholds"],
             "files": len(files), "partitions": len(pieces),
             "seconds": round(time.time() - started, 3), "engine": "dask"}
+
+
+def _training_passes(pieces, offsets, dups, seed: int, frac: float, extras: tuple):
+    """The validation/sample pass (valid sample, counts, reject tallies and vocabularies
+    per partition) and then the whole-dataset reference tables; runs on the current
+    client. Returns the per-partition results and the tables for ``fit(_whole=)`` (None
+    when no partition has a valid row)."""
+    import dask
+
+    cols = _union_columns(pieces)
+    key = uuid.uuid4().hex
+    dups_d = dask.delayed(dups, name=f"detector-dups-{key}", traverse=False)
+    results = dask.compute(*[
+        dask.delayed(_sample_partition, pure=True)(
+            p, offsets, dups_d, seed, frac, extras, partition_info={"number": i})
+        for i, p in enumerate(_ddf(pieces, cols).to_delayed())])
+    from .features import DeclarationFeatures
+
+    vocab_parts = [r["vocabs"] for r in results if r["vocabs"] is not None]
+    if not vocab_parts:
+        return results, None
+    vocabs = DeclarationFeatures.merge_vocabularies(vocab_parts)
+    return results, {"vocabs": vocabs, "rows": int(sum(r["n_valid"] for r in results)),
+                     **_reference_tables(pieces, cols, offsets, dups_d, vocabs, extras, key)}
+
+
+def _reference_tables(pieces, cols, offsets, dups_d, vocabs, extras: tuple, key: str) -> dict:
+    """Whole-dataset reference tables on the merged vocabularies: in one more read,
+    every partition's counts (summed) and its grouped values, shuffled by (group, key) so
+    that each group's medians, MADs and means are computed where all of its values are."""
+    import dask
+    import dask.dataframe as dd
+
+    from .features import DeclarationFeatures
+
+    vocabs_d = dask.delayed(vocabs, name=f"detector-vocabs-{key}", traverse=False)
+    tables = [dask.delayed(_tables_partition, pure=True, nout=3)(
+        p, offsets, dups_d, vocabs_d, extras, partition_info={"number": i})
+        for i, p in enumerate(_ddf(pieces, cols).to_delayed())]
+    values = dd.from_delayed([v for _, v, _ in tables], meta=_values_meta(),
+                             verify_meta=False)
+    shuffled = values.shuffle(on=["group", "key"], npartitions=len(tables))
+    count_parts, stat_parts, context_parts = dask.compute(
+        [c for c, _, _ in tables],
+        [dask.delayed(_value_stats, pure=True)(p, extras) for p in shuffled.to_delayed()],
+        [b for _, _, b in tables])
+    return {"counts": DeclarationFeatures.merge_counts([c for c in count_parts if c]),
+            "stats": DeclarationFeatures.merge_value_stats([s for s in stat_parts if s]),
+            "context": DeclarationFeatures.merge_contexts(list(context_parts))}

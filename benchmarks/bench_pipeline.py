@@ -236,8 +236,8 @@ def bench_size(data_dir: Path, model: Path, rows: int, trees: int, work: Path,
     # default is --reasons officer). The floor reads the CSV and writes two columns.
     floor_cmd = [sys.executable, "-c", _FLOOR, str(src), str(work / f"floor_{rows}.csv")]
     base_out = work / f"baseline_{rows}.csv"
-    base_cmd = base and _detector("score", str(base.model), str(src), "-o", str(base_out),
-                                  "--force")
+    base_cmd = _detector("score", str(base.model), str(src), "-o", str(base_out),
+                         "--force") if base else None
     det, every, one, plain, procs, floor, old = [], [], [], [], [], [], []
     for _ in range(repeat):
         det.append(measure(cmd))

@@ -33,7 +33,13 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, SchemaError
-from .io import CSV_INJECTION_PREFIXES, LIST_SEPARATOR
+from .io import (
+    CSV_INJECTION_PREFIXES,
+    LIST_SEPARATOR,
+    atomic_write_text,
+    read_table,
+    rejects_path,
+)
 
 __all__ = ["build_report", "write_report", "read_scored", "count_rejects", "lane_split",
            "PLOT_BUDGETS", "SCORED_COLUMNS", "new_figure", "is_backtest_dir",
@@ -767,7 +773,6 @@ def write_backtest_report(outdir: str | os.PathLike, output: str | os.PathLike,
     """Read a ``detector backtest`` OUTDIR and write its HTML report atomically."""
     import json
 
-    from .io import atomic_write_text
 
     started = time.time()
     d, out = Path(outdir), Path(output)
@@ -802,7 +807,6 @@ def write_report(model_path: str | os.PathLike, scored_path: str | os.PathLike,
     The output is written atomically and is not overwritten unless ``force``. Returns a
     summary dict (what the CLI prints).
     """
-    from .io import atomic_write_text, read_table, rejects_path
     from .model import load_model
     from .schema import load_column_mapping
 

@@ -35,7 +35,8 @@ import numpy as np
 import pandas as pd
 
 from . import verdict
-from .io import LIST_SEPARATOR, AtomicWriter, csv_table, iter_tables, read_ahead
+from .fastcsv import read_ahead
+from .io import LIST_SEPARATOR, AtomicWriter, csv_table, iter_tables
 from .model import DeclarationModel
 from .reasons import DEFAULT_EXPLAIN_TOP, as_codes, explained_rows
 from .validate import REJECT_COLUMNS, IdTracker, RejectTally, validate

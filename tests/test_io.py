@@ -410,6 +410,7 @@ def test_fast_csv_chunks_equal_pandas_chunked_reader(tmp_path: Path, monkeypatch
     """The byte-cutting reader gives the very frames (values, dtypes, index) or the very
     error that pandas' own chunked reader gives, on blank lines, quoted newlines, CRLF,
     ragged lines, numeric-looking text and junk numbers."""
+    import detector.fastcsv as fastcsv
     import detector.io as dio
 
     def pandas_chunks(path, usecols, rows):
@@ -425,7 +426,7 @@ def test_fast_csv_chunks_equal_pandas_chunked_reader(tmp_path: Path, monkeypatch
             else None
         for rows in (1, 2, 5, 1000):
             # Tiny read blocks put record ends and quoted newlines across block edges.
-            monkeypatch.setattr(dio, "_BLOCK_BYTES", 7 if rows == 2 else 4 << 20)
+            monkeypatch.setattr(fastcsv, "_BLOCK_BYTES", 7 if rows == 2 else 4 << 20)
             want = pandas_chunks(path, usecols, rows)
             got = _outcome(lambda p=path, r=rows, u=usecols: list(iter_tables(
                 p, chunk_rows=r, usecols=u)))

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import detector.fastcsv as fastcsv
 import detector.io as dio
 from detector.engine import burst_context
 from detector.errors import InputError, SchemaError
@@ -101,8 +102,8 @@ def _assert_same(got, want, what) -> None:
 
 
 def _spies(monkeypatch) -> tuple[_Spy, _Spy]:
-    fast, slow = _Spy(dio._parse_text_chunk), _Spy(dio._iter_csv)
-    monkeypatch.setattr(dio, "_parse_text_chunk", fast)
+    fast, slow = _Spy(fastcsv.parse_text_chunk), _Spy(dio._iter_csv)
+    monkeypatch.setattr(fastcsv, "parse_text_chunk", fast)
     monkeypatch.setattr(dio, "_iter_csv", slow)
     return fast, slow
 
@@ -122,7 +123,7 @@ def test_fast_prepass_equals_pandas_prepass_on_odd_files(tmp_path: Path, monkeyp
     for i, path in enumerate(files):
         for rows in (1, 2, 7, 1000):
             # Tiny read blocks put record ends and quoted newlines across block edges.
-            monkeypatch.setattr(dio, "_BLOCK_BYTES", 5 if i % 4 == 0 else 4 << 20)
+            monkeypatch.setattr(fastcsv, "_BLOCK_BYTES", 5 if i % 4 == 0 else 4 << 20)
             want = _pandas_prepass(monkeypatch, path, rows)
             slow.calls = 0
             got = _prepass(path, rows)
@@ -222,14 +223,14 @@ def test_prepass_parquet_and_jsonl_keep_their_readers(tmp_path: Path, monkeypatc
 
 def test_text_chunk_parser_refuses_what_pandas_reads_otherwise() -> None:
     names = ["a", "b", "c"]
-    ok = dio._parse_text_chunk(dio._text_chunk_bytes([b'x,"y\n1",NA\n', b"\n", b',"",null'],
+    ok = fastcsv.parse_text_chunk(fastcsv.text_chunk_bytes([b'x,"y\n1",NA\n', b"\n", b',"",null'],
                                                     names), 2, names, ["a", "c"])
     assert ok["a"].tolist() == ["x", ""] and ok["c"].tolist() == ["NA", "null"]
-    assert ok["a"].dtype == dio._STR
+    assert ok["a"].dtype == pd.StringDtype(na_value=np.nan)
     for data, rows in ((b"x,y,z\n  \n", 1), (b"x,y\n", 1), (b"x,y,z\n", 2),
                        (b"x,\xe9,z\n", 1), (b'x,y,"z\n', 1), (b'x,y,"z', 1)):
-        with pytest.raises((dio._Unsupported, pa.ArrowInvalid, UnicodeDecodeError)):
-            dio._parse_text_chunk(dio._text_chunk_bytes([data], names), rows, names, ["a"])
+        with pytest.raises((fastcsv.Unsupported, pa.ArrowInvalid, UnicodeDecodeError)):
+            fastcsv.parse_text_chunk(fastcsv.text_chunk_bytes([data], names), rows, names, ["a"])
 
 
 # --------------------------------------------------------------------------- rank pass

@@ -10,7 +10,7 @@ import pytest
 
 from detector import engine, jobs, reasons
 from detector.errors import InputError
-from detector.io import read_ahead
+from detector.fastcsv import read_ahead
 from detector.validate import IdTracker, validate
 
 

@@ -105,6 +105,9 @@ def _columns(fn):
         return fn(*args, columns=columns, **kwargs)
 
     return _columns_option(_sep_option(_decimal_option(_errors(wrapper))))
+_scheduler = click.option(
+    "--scheduler", default=None,
+    help="Dask scheduler address, e.g. tcp://host:8786 (engine dask) [default: a local cluster].")
 _encoding = click.option("--encoding", default="utf-8", show_default=True,
                          help="Text encoding of CSV/JSON input (e.g. latin-1).")
 _force = click.option("--force", is_flag=True,
@@ -172,9 +175,7 @@ def generate(rows, seed, fraud_rate, output, force):
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local",
               show_default=True, help="dask: reference tables over a dataset larger than "
                                       "memory, forest on a sample.")
-@click.option("--scheduler", default=None,
-              help="Dask scheduler address, e.g. tcp://host:8786 (engine dask) "
-                   "[default: a local cluster].")
+@_scheduler
 @click.option("--sample-rows", type=click.IntRange(min=1000), default=1_000_000,
               show_default=True, help="Engine dask: rows the model is fitted on (>= 1000).")
 @_columns
@@ -242,9 +243,7 @@ def train(input, output, budget, lanes, random_share, trees, seed, max_samples, 
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local",
               show_default=True, help="local: this process, streamed in chunks; dask: a "
                                       "folder or glob of files on a Dask cluster.")
-@click.option("--scheduler", default=None,
-              help="Dask scheduler address, e.g. tcp://host:8786 (engine dask) "
-                   "[default: a local cluster].")
+@_scheduler
 # The names and default of detector.reasons (REASON_MODES, DEFAULT_EXPLAIN_TOP), spelled
 # out here: importing it would load pandas for --help. A test checks that they agree.
 @click.option("--reasons", "reasons", type=click.Choice(["officer", "all", "codes"]),

@@ -485,7 +485,8 @@ class Ranked(NamedTuple):
 
 def rank_pass(model: DeclarationModel, tally: Tally, scores: np.ndarray,
               by_top: dict[int, list[str]], *, explain_top: int, capacity) -> Ranked:
-    """Rank ``scores`` (overwritten: a file's millions need no copy), then health (the
+    """Rank ``scores`` (overwritten: their buffer becomes the ranks, so a file's millions
+    need no copy and no second array of that size), then health (the
     model's own verdicts), then the capacity cap, which only the whole ranking allows."""
     nan = np.isnan(scores)
     n_scored = int(len(scores) - np.count_nonzero(nan))

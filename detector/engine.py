@@ -551,9 +551,10 @@ def pre_pass(model: DeclarationModel, input, mapping, encoding: str, chunk_rows:
             warm.join()
 
 
-def _validated(input, mapping, chunk_rows: int, encoding: str) -> Iterator:
-    # In the read-ahead thread: reading and validation keep the input's order.
-    tracker = IdTracker()
+def _validated(input, mapping, chunk_rows: int, encoding: str, rows: int = 0) -> Iterator:
+    # In the read-ahead thread: reading and validation keep the input's order. ``rows``
+    # (the pre-pass's count) sizes the id tracker once: no growing copies of its hashes.
+    tracker = IdTracker(capacity=rows)
     for chunk in iter_tables(input, mapping, chunk_rows, encoding=encoding):
         yield len(chunk), validate(chunk, seen_ids=tracker)
 
@@ -621,7 +622,7 @@ def score_stream(model: DeclarationModel, input, mapping, header, out_w: AtomicW
         if on_total is not None:
             on_total(total)
         with AtomicWriter(spill, force=True) as spill_w, \
-                read_ahead(_validated(input, mapping, chunk_rows, encoding)) as chunks:
+                read_ahead(_validated(input, mapping, chunk_rows, encoding, total)) as chunks:
             executor = Executor(model, context, csv_spill.columns if csv_spill else None,
                                 reasons, explain_top, workers=workers, threads=threads)
             scored = score_chunks(chunks, executor, tally,

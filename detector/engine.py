@@ -44,8 +44,8 @@ from .verdict import MANUAL_LANE
 
 __all__ = ["Tally", "encode_lanes", "Part", "score_part", "Executor", "Scored", "score_chunks",
            "Ranked", "rank_pass", "check_rows", "lane_counts", "summary", "burst_context",
-           "pre_pass", "CsvSpill", "write_output", "StreamResult", "score_stream", "rare_gc",
-           "default_threads", "warm_up", "input_bytes", "WARM_UP_BYTES", "Progress"]
+           "pre_pass", "CsvSpill", "ScoreSpill", "write_output", "StreamResult", "score_stream",
+           "rare_gc", "default_threads", "warm_up", "input_bytes", "WARM_UP_BYTES", "Progress"]
 
 Progress = Callable[[int], None] | None
 
@@ -161,7 +161,7 @@ _WORKER: dict = {}
 class Part(NamedTuple):
     """One scored chunk, in the form the spill takes."""
 
-    scores: np.ndarray  # the ranking column, kept in memory until the rank pass
+    scores: np.ndarray  # the ranking column, kept (or spilled, ScoreSpill) until the rank pass
     data: Any  # CSV-ready Arrow table (CSV output) or the scored frame (other formats)
     lane_codes: np.ndarray  # int8 codes into lane_names (see encode_lanes)
     lane_names: list[str]
@@ -317,6 +317,33 @@ class CsvSpill:
                 yield table
 
 
+class ScoreSpill:
+    """The ranking column of each part, on disk (raw float64, bit for bit) until the rank
+    pass: the chunk loop, where a large file's memory peaks, then holds none of it (8 B a
+    row), and the rank pass reads it back as one array, with no concatenation copy."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        self._fh = None
+
+    def add(self, scores: np.ndarray) -> None:
+        if self._fh is None:
+            self._fh = open(self.path, "wb")
+        np.ascontiguousarray(scores, dtype=np.float64).tofile(self._fh)
+        self.rows += len(scores)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def read(self) -> np.ndarray:
+        """Every part's scores in order, as one writable array (see :func:`rank_pass`)."""
+        self.close()
+        return np.fromfile(self.path, dtype=np.float64) if self.rows else np.zeros(0)
+
+
 def lane_counts(codes: np.ndarray, names: list[str], starts) -> dict[str, int]:
     """The counts of the lanes ``names[codes]``, batch by batch (a batch from each of
     ``starts`` to the next), in the order of the summary's keys: that of ``value_counts``
@@ -431,16 +458,19 @@ class Scored(NamedTuple):
 
     rows_in: int
     n_out: int
-    scores: list[np.ndarray]  # the ranking column of each part
+    scores: list[np.ndarray]  # the ranking column of each part (unless kept elsewhere)
     by_top: dict[int, list[str]]  # output position -> codes (see Part.by_top)
 
 
 def score_chunks(chunks: Iterable, executor: Executor, tally: Tally,
                  sink: Callable[[Any], None], write_rejects: Callable[[pd.DataFrame], None],
-                 progress: Progress = None) -> Scored:
+                 progress: Progress = None,
+                 keep_scores: Callable[[np.ndarray], None] | None = None) -> Scored:
     """Score ``chunks`` ((rows read, validation result) pairs, in input order) with
     ``executor``; each part's data goes to ``sink`` and its verdicts to ``tally`` in input
-    order, and each chunk's rejects to ``write_rejects`` as they are read."""
+    order, and each chunk's rejects to ``write_rejects`` as they are read. Each part's
+    scores go to ``keep_scores`` (e.g. :meth:`ScoreSpill.add`) in input order, or, without
+    it, to the returned :attr:`Scored.scores`."""
     rows_in = n_out = 0
     scores: list[np.ndarray] = []
     by_top: dict[int, list[str]] = {}
@@ -456,7 +486,7 @@ def score_chunks(chunks: Iterable, executor: Executor, tally: Tally,
                 tally.add_part(part)
                 for pos, c in zip(part.by_top.tolist(), part.by_top_codes, strict=True):
                     by_top[n_out + pos] = c
-                scores.append(part.scores)
+                (scores.append if keep_scores is None else keep_scores)(part.scores)
                 n_out += len(part.scores)
             if progress is not None:
                 progress(n_chunk)
@@ -492,7 +522,8 @@ class Ranked(NamedTuple):
 
 def rank_pass(model: DeclarationModel, tally: Tally, scores: np.ndarray,
               by_top: dict[int, list[str]], *, explain_top: int, capacity) -> Ranked:
-    """Rank ``scores`` (overwritten: a file's millions need no copy), then health (the
+    """Rank ``scores`` (overwritten: their buffer becomes the ranks, so a file's millions
+    need no copy and no second array of that size), then health (the
     model's own verdicts), then the capacity cap, which only the whole ranking allows."""
     nan = np.isnan(scores)
     n_scored = int(len(scores) - np.count_nonzero(nan))
@@ -557,9 +588,10 @@ def pre_pass(model: DeclarationModel, input, mapping, encoding: str, chunk_rows:
             warm.join()
 
 
-def _validated(input, mapping, chunk_rows: int, encoding: str) -> Iterator:
-    # In the read-ahead thread: reading and validation keep the input's order.
-    tracker = IdTracker()
+def _validated(input, mapping, chunk_rows: int, encoding: str, rows: int = 0) -> Iterator:
+    # In the read-ahead thread: reading and validation keep the input's order. ``rows``
+    # (the pre-pass's count) sizes the id tracker once: no growing copies of its hashes.
+    tracker = IdTracker(capacity=rows)
     for chunk in iter_tables(input, mapping, chunk_rows, encoding=encoding):
         yield len(chunk), validate(chunk, seen_ids=tracker)
 
@@ -620,6 +652,7 @@ def score_stream(model: DeclarationModel, input, mapping, header, out_w: AtomicW
     # through a Parquet spill and the generic writer.
     csv_spill = CsvSpill(Path(tmp_dir) / "scored.arrow", model.output_columns) if \
         out_w.format == "csv" else None
+    score_spill = ScoreSpill(Path(tmp_dir) / "scores.f8")
     executor = None
     rej_w.__enter__()
     try:
@@ -627,16 +660,15 @@ def score_stream(model: DeclarationModel, input, mapping, header, out_w: AtomicW
         if on_total is not None:
             on_total(total)
         with AtomicWriter(spill, force=True) as spill_w, \
-                read_ahead(_validated(input, mapping, chunk_rows, encoding)) as chunks:
+                read_ahead(_validated(input, mapping, chunk_rows, encoding, total)) as chunks:
             executor = Executor(model, context, csv_spill.columns if csv_spill else None,
                                 reasons, explain_top, workers=workers, threads=threads)
             scored = score_chunks(chunks, executor, tally,
                                   spill_w.write if csv_spill is None else csv_spill.add,
-                                  rej_w.write, progress)
+                                  rej_w.write, progress, score_spill.add)
             if tally.rejected == 0:
                 rej_w.write(_empty(REJECT_COLUMNS))
-        s = np.concatenate(scored.scores) if scored.scores else np.zeros(0)
-        scored.scores.clear()  # the per-chunk copies: the largest input's peak is here
+        s = score_spill.read()
         ranked = rank_pass(model, tally, s, scored.by_top, explain_top=explain_top,
                            capacity=capacity)
         del s
@@ -653,6 +685,7 @@ def score_stream(model: DeclarationModel, input, mapping, header, out_w: AtomicW
         rej_w.__exit__(type(exc), exc, exc.__traceback__)
         raise
     finally:
+        score_spill.close()
         if csv_spill is not None:
             csv_spill.close()
         if executor is not None:

@@ -127,8 +127,8 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     ``threads`` threads (default: up to 2, one per core), or in ``workers`` processes
     when more than one (each costs a process's memory; threads share the model and are
     the faster choice), spilling results in input order to a temporary file
-    (CSV-ready Arrow tables for a CSV output, Parquet otherwise) and keeping only the
-    scores in memory (8 bytes a row, plus 1 for the lane). Pass 3 ranks the scores and
+    (CSV-ready Arrow tables for a CSV output, Parquet otherwise, and the scores as raw
+    float64), keeping a few bytes a row in memory (the lane, the id hashes). Pass 3 ranks the scores and
     streams the results, with their rank, to the output. Outputs appear only complete,
     and are the same whatever the number of threads or workers. ``reasons`` and
     ``explain_top``: see :meth:`DeclarationModel.score_valid`; the top is the file's.

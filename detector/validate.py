@@ -111,6 +111,10 @@ class ValidationResult:
         return len(self.rejects)
 
 
+# Hashes moved per step of IdTracker's in-place merge (512 KiB of them).
+_MERGE_BLOCK = 1 << 16
+
+
 class IdTracker:
     """Declaration ids seen so far, for duplicate detection across chunks of a stream.
 
@@ -120,8 +124,18 @@ class IdTracker:
     (~3e-6 for ten million ids), i.e. a negligible chance of a false "duplicate".
     """
 
-    def __init__(self) -> None:
-        self._hashes = np.empty(0, dtype=np.uint64)
+    def __init__(self, capacity: int = 0) -> None:
+        # ``capacity``: the ids expected (a stream's row count, when a pre-pass knows it).
+        # The hashes live in one buffer of that size, filled in place: a stream's
+        # tracker then never holds its hashes twice (a merge into a new array did, at
+        # every chunk) and never frees a growing array (which raised glibc's mmap
+        # threshold). Unused capacity costs no memory: untouched pages are not resident.
+        self._buf = np.empty(max(int(capacity), 0), dtype=np.uint64)
+        self._n = 0
+
+    @property
+    def _hashes(self) -> np.ndarray:
+        return self._buf[:self._n]
 
     @staticmethod
     def _hash(ids: Iterable[Any]) -> np.ndarray:
@@ -154,24 +168,37 @@ class IdTracker:
         hs = h[order]
         dup_sorted = self._member_sorted(hs)
         dup_sorted[1:] |= hs[1:] == hs[:-1]
-        new = hs[~dup_sorted]
-        # Merge into the sorted array: O(n) per chunk, no re-sort of everything seen.
-        at = np.searchsorted(self._hashes, new) + np.arange(len(new))
-        merged = np.empty(len(self._hashes) + len(new), dtype=np.uint64)
-        old = np.ones(len(merged), dtype=bool)
-        old[at] = False
-        merged[at] = new
-        merged[old] = self._hashes
-        self._hashes = merged
+        self._insert(hs[~dup_sorted])
         dup = np.empty(len(h), dtype=bool)
         dup[order] = dup_sorted
         return dup
+
+    def _insert(self, new: np.ndarray) -> None:
+        """Merge sorted hashes, none of them present yet, into the sorted buffer in
+        place: O(n) per chunk, no re-sort of everything seen and no full-size temporary."""
+        n, m = self._n, len(new)
+        if n + m > len(self._buf):  # no (or too small a) capacity: grow by doubling
+            grown = np.empty(max(n + m, 2 * len(self._buf)), dtype=np.uint64)
+            grown[:n] = self._buf[:n]
+            self._buf = grown
+        buf = self._buf
+        cut = np.searchsorted(buf[:n], new)  # new[j] goes before old[cut[j]]
+        # Old hash i moves up by the new ones before it, #{j: cut[j] <= i}. From the top
+        # down, a block at a time: a block's destinations lie above every hash not yet
+        # moved and below every one already moved.
+        for hi in range(n, 0, -_MERGE_BLOCK):
+            lo = max(0, hi - _MERGE_BLOCK)
+            a, b = np.searchsorted(cut, [lo, hi])
+            shift = a + np.cumsum(np.bincount(cut[a:b] - lo, minlength=hi - lo))
+            buf[np.arange(lo, hi) + shift] = buf[lo:hi].copy()
+        buf[cut + np.arange(m)] = new
+        self._n = n + m
 
     def __contains__(self, item: Any) -> bool:
         return bool(self._member_sorted(self._hash([item]))[0])
 
     def __len__(self) -> int:
-        return len(self._hashes)
+        return self._n
 
     @property
     def nbytes(self) -> int:

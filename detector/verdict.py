@@ -97,11 +97,17 @@ def merge_history(reasons: list[list[str]], history: list[list[str]], top: int =
             reasons[i] = [*h[:2], *reasons[i]][:top]
 
 
+# Ranks are written this many at a time: no full-size arange beside the full-size order.
+_RANK_BLOCK = 1 << 16
+
+
 def rank(scores: np.ndarray, *, overwrite: bool = False) -> np.ndarray:
     """Rank 1 = highest score; ties in input order. NaN scores rank last.
 
-    ``overwrite`` lets the caller's array be negated in place: a file's pass over
-    millions of scores then needs no negated copy.
+    ``overwrite`` lets the caller's float64 array be used as the work space: it is
+    negated in place, then holds the ranks (the returned int64 array is a view of it),
+    so a file's pass over millions of scores needs one full-size array besides them
+    (the sort order), not three.
     """
     s = np.asarray(scores, dtype=np.float64)
     if not overwrite:
@@ -109,8 +115,10 @@ def rank(scores: np.ndarray, *, overwrite: bool = False) -> np.ndarray:
     np.negative(s, out=s)  # descending order, stable among equals
     s[np.isnan(s)] = np.inf
     order = np.argsort(s, kind="stable")
-    out = np.empty(len(order), dtype=np.int64)
-    out[order] = np.arange(1, len(order) + 1)
+    out = s.view(np.int64)  # the scores are not needed once sorted: same size, same buffer
+    for lo in range(0, len(order), _RANK_BLOCK):
+        hi = min(lo + _RANK_BLOCK, len(order))
+        out[order[lo:hi]] = np.arange(lo + 1, hi + 1)
     return out
 
 

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -163,3 +164,18 @@ def test_cli_dask_capacity(engine_model, shifted, tmp_path):
     assert summary["capacity"]["limit"] == 5 and summary["capacity"]["moved"] > 0
     assert "capacity: lane" in r.stderr
     assert (pd.read_parquet(tmp_path / "out")["lane"] == summary["capacity"]["lane"]).sum() == 5
+
+
+def test_score_spill_gives_the_scores_back_bit_for_bit(tmp_path):
+    from detector.engine import ScoreSpill
+
+    parts = [np.array([0.5, -0.0, np.nan, 1e-300]), np.zeros(0), np.arange(5) / 3.0,
+             np.array([np.inf, -np.inf])]
+    spill = ScoreSpill(tmp_path / "scores.f8")
+    for p in parts:
+        spill.add(p)
+    got = spill.read()
+    want = np.concatenate(parts)
+    assert got.dtype == np.float64 and got.flags.writeable
+    np.testing.assert_array_equal(got.view(np.uint64), want.view(np.uint64))
+    assert len(ScoreSpill(tmp_path / "none.f8").read()) == 0  # no part, no file

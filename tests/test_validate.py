@@ -237,6 +237,26 @@ def test_id_tracker_across_chunks() -> None:
                        5: "duplicate declaration_id: first seen at row 4"}
 
 
+@pytest.mark.parametrize("capacity", [0, 5, 10_000])
+def test_id_tracker_in_place_merge_equals_a_set(monkeypatch, capacity: int) -> None:
+    """The in-place merge (blocks moved from the top down, grown by doubling when the
+    capacity is short) gives the duplicate masks of a plain set, chunk after chunk."""
+    import detector.validate as dv
+
+    monkeypatch.setattr(dv, "_MERGE_BLOCK", 7)  # many blocks per merge, and ragged ones
+    rng = np.random.default_rng(11)
+    t, seen = IdTracker(capacity=capacity), set()
+    for size in [0, 1, 3, 50, 400, 2, 999, 1, 1500]:
+        ids = [f"D{v}" for v in rng.integers(0, 3000, size)]
+        want = []
+        for i in ids:
+            want.append(i in seen)
+            seen.add(i)
+        assert t.check_and_add(ids).tolist() == want
+        assert len(t) == len(seen) and t.nbytes == 8 * len(seen)
+    assert all(i in t for i in list(seen)[:50]) and "D-1" not in t
+
+
 def test_summarise_rejects() -> None:
     r = validate(frame(*([{"net_mass_kg": "abc"}] * 5), {"declaration_id": "", "hs_code": "1"}))
     text = summarise_rejects(r.rejects, max_examples=2)

@@ -26,6 +26,23 @@ def test_rank_is_descending_stable_and_puts_missing_scores_last():
     assert not np.array_equal(s[~np.isnan(s)], keep[~np.isnan(keep)])
 
 
+def test_rank_in_the_scores_buffer_equals_a_sort(monkeypatch):
+    # overwrite=True writes the ranks into the scores' own buffer, a block at a time.
+    monkeypatch.setattr(verdict, "_RANK_BLOCK", 5)
+    rng = np.random.default_rng(2)
+    for n in (0, 1, 4, 5, 6, 333):
+        s = rng.integers(0, 20, n).astype(np.float64) / 7  # many ties
+        s[rng.random(n) < 0.1] = np.nan
+        key = np.where(np.isnan(s), np.inf, -s)
+        want = np.empty(n, dtype=np.int64)
+        want[np.argsort(key, kind="stable")] = np.arange(1, n + 1)
+        np.testing.assert_array_equal(verdict.rank(s), want)
+        work = s.copy()
+        got = verdict.rank(work, overwrite=True)
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == np.int64 and (n == 0 or np.shares_memory(got, work))
+
+
 def test_decide_stacks_lanes_and_sends_green_random_picks_to_the_first_lane():
     ids = np.array([f"D{i}" for i in range(2000)], dtype=object)
     ranking = np.linspace(0, 1, 2000)

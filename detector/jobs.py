@@ -128,8 +128,8 @@ def score_file(model: DeclarationModel | str | os.PathLike, input, output, *, co
     when more than one (each costs a process's memory; threads share the model and are
     the faster choice), spilling results in input order to a temporary file
     (CSV-ready Arrow tables for a CSV output, Parquet otherwise, and the scores as raw
-    float64), keeping a few bytes a row in memory (the lane, the id hashes). Pass 3 ranks the scores and
-    streams the results, with their rank, to the output. Outputs appear only complete,
+    float64), keeping a few bytes a row in memory (the lane, the id hashes). Pass 3
+    ranks the scores and streams the results, with their rank, to the output. Outputs appear only complete,
     and are the same whatever the number of threads or workers. ``reasons`` and
     ``explain_top``: see :meth:`DeclarationModel.score_valid`; the top is the file's.
     Rejected rows are in the output too (lane "manual", no score, no rank). ``capacity``

@@ -643,14 +643,22 @@ def _write_pass(pieces, model, work: Path, tmp_out: Path, starts: np.ndarray,
 
     cols = tuple(model.output_columns)
     todo = [i for i in range(len(pieces)) if starts[i + 1] > starts[i]]
+    key = uuid.uuid4().hex
+    at = np.array(sorted(ranked.recode), dtype=np.int64)
 
-    def recode(a: int, b: int) -> dict:
-        return {p - a: c for p, c in ranked.recode.items() if a <= p < b}
+    def recode(i: int):
+        a, b = int(starts[i]), int(starts[i + 1])
+        lo, hi = np.searchsorted(at, [a, b])
+        codes = {p - a: ranked.recode[p] for p in at[lo:hi].tolist()}
+        # A named task that dask neither walks nor hashes: as a plain argument, each of
+        # its thousands of code lists was pickled to make the task's key (most of the
+        # driver's time on small partitions).
+        return dask.delayed(codes, name=f"detector-recode-{key}-{i}", traverse=False)
 
     dask.compute(*[
         dask.delayed(_finish_partition, pure=True)(
             i, str(work), str(tmp_out), ranked.rank[starts[i]:starts[i + 1]], cols,
-            recode(starts[i], starts[i + 1]),
+            recode(i),
             None if ranked.new_lanes is None else ranked.new_lanes[starts[i]:starts[i + 1]])
         for i in todo])
     if not todo:

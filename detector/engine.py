@@ -2,7 +2,8 @@
 
 read chunks -> validate (in order, :class:`~detector.validate.IdTracker`) -> score parts
 (:func:`score_part`, by an :class:`Executor`: serial, threads or processes; Dask calls the
-same function in its tasks) -> spill (:class:`CsvSpill` or Parquet) -> rank pass
+same function in its tasks) -> spill (:class:`CsvSpill` or Parquet, the ranking column in
+:class:`ScoreSpill`) -> rank pass
 (:func:`rank_pass`: :mod:`detector.verdict`'s rank, then the capacity cap) -> write
 atomically -> :func:`summary`. The local file job is :func:`score_stream`;
 :mod:`detector.distributed` supplies its own reading, duplicate check and writing of a

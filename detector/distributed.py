@@ -11,7 +11,7 @@ rejects), whatever the partitioning, in four steps:
    declaration ids. The driver sums the burst counts (whole-dataset context), turns row
    counts into global row offsets, and finds repeated id hashes (first occurrence wins):
    16 bytes a row on the driver.
-2. **Score pass** (``map_partitions``): each partition is validated and scored by the
+2. **Score pass** (one delayed task a partition): each partition is validated and scored by the
    local engine's own step (:func:`detector.engine.score_part`) with the model, which
    travels once to each worker as one task of the graph (``dask.delayed(model)``), never
    once per partition. Scored rows (without rank) and rejects are spilled to Parquet files
